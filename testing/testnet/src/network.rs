@@ -267,6 +267,11 @@ pub fn start(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Description, TestnetError> {
     let t0 = Instant::now();
+    // tor changes directory to / when it daemonizes: every path it gets must be absolute.
+    let opts = &StartOptions {
+        dir: std::path::absolute(&opts.dir).map_err(TestnetError::io(&opts.dir))?,
+        ..opts.clone()
+    };
     opts.shape
         .validate()
         .map_err(|problem| TestnetError::BadFile {
@@ -671,4 +676,44 @@ fn random_hex(bytes: usize) -> Result<String, TestnetError> {
 
 fn ms(t0: Instant) -> u64 {
     t0.elapsed().as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("testnet-unit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn a_stale_network_dir_is_cleaned_and_reused() {
+        let dir = scratch("stale");
+        prepare_dir(&dir, &mut |_| {}).unwrap();
+        std::fs::write(dir.join("leftover.log"), "old").unwrap();
+        let mut said = Vec::new();
+        prepare_dir(&dir, &mut |l| said.push(l.to_string())).unwrap();
+        assert!(!dir.join("leftover.log").exists());
+        assert!(dir.join(MARKER).exists());
+        assert!(
+            said[0].contains("removing the stale test network"),
+            "{said:?}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_foreign_dir_is_refused_and_an_empty_one_adopted() {
+        let dir = scratch("foreign");
+        std::fs::create_dir_all(&dir).unwrap();
+        prepare_dir(&dir, &mut |_| {}).unwrap();
+        std::fs::remove_file(dir.join(MARKER)).unwrap();
+        std::fs::write(dir.join("mine"), "x").unwrap();
+        let err = prepare_dir(&dir, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, TestnetError::NotOurDir { .. }), "{err}");
+        assert!(dir.join("mine").exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

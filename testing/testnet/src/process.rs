@@ -125,7 +125,7 @@ pub fn run_tool(program: &str, args: &[&str], stdin: &[u8]) -> Result<String, Te
 pub fn start_tor(tor: &str, name: &str, node_dir: &Path) -> Result<Started, TestnetError> {
     let torrc = node_dir.join("torrc");
     let torrc_s = torrc.to_string_lossy().into_owned();
-    run_tool(tor, &["-f", &torrc_s, "--quiet"], b"").map_err(|e| match e {
+    run_tool(tor, &["-f", &torrc_s, "--hush"], b"").map_err(|e| match e {
         TestnetError::ToolFailed {
             command,
             status,
