@@ -12,7 +12,7 @@ dir=target/bench-testnet
 trap '$bin --dir $dir stop >/dev/null 2>&1 || true' EXIT
 times=(); rss=()
 for i in $(seq 1 "$runs"); do
-  out=$($bin --dir "$dir" start --base-port 25000)
+  out=$($bin --dir "$dir" start --base-port 25000 | tee "target/bench-testnet-run$i.log")
   line=$(grep '^usable after' <<<"$out")
   echo "run $i: $line"
   times+=("$(sed -E 's/^usable after ([0-9.]+) s.*/\1/' <<<"$line")")

@@ -577,10 +577,22 @@ fn launch_and_wait(
                 ),
                 progress,
             ),
-            Err(e) => say(
-                format!("sample onion not answering through the client yet: {e}"),
-                progress,
-            ),
+            Err(e) => {
+                say(
+                    format!("sample onion not answering through the client yet: {e}"),
+                    progress,
+                );
+                // The C-tor client remembers which HSDirs it already asked for this address
+                // and a descriptor it failed to use; NEWNYM purges that client state so the
+                // next try fetches afresh instead of waiting out the re-query period.
+                if let Ok(mut c) = client::ControlConn::connect(
+                    desc.client.control,
+                    &desc.client.control_cookie,
+                    Duration::from_secs(5),
+                ) {
+                    let _ = c.command("SIGNAL NEWNYM");
+                }
+            }
         }
         std::thread::sleep(Duration::from_secs(1));
     }

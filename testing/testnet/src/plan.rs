@@ -72,16 +72,11 @@ impl Shape {
         if self.exits == 0 {
             return Err("exits: at least 1 exit is needed to reach 127.0.0.1 targets".into());
         }
-        if self.voting_interval_secs % 5 != 0 || self.voting_interval_secs < 10 {
-            return Err(format!(
-                "voting_interval_secs = {}: must be a multiple of 5 and at least 10",
-                self.voting_interval_secs
-            ));
-        }
         // Arti bounds the `hsdir_interval` parameter to 5..=14400 minutes, and C tor derives the
         // period from the voting interval: both must agree, so the interval must give ≥ 5 min
         // in whole minutes.
-        if (24 * self.voting_interval_secs) % 60 != 0 || self.hsdir_interval_minutes() < 5 {
+        if !(24 * self.voting_interval_secs).is_multiple_of(60) || self.hsdir_interval_minutes() < 5
+        {
             return Err(format!(
                 "voting_interval_secs = {}: 24 × interval must be a whole number of minutes ≥ 5 \
                  (Arti's hsdir_interval bounds); use 15, 20, 25, 30, …",
