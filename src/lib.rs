@@ -2,3 +2,5 @@
 //!
 //! Module map (dependencies point downward only): `keys` (master identity, onion addresses).
 #![deny(missing_docs)]
+
+pub mod keys;

@@ -1,0 +1,241 @@
+//! Secret key files on disk: the permission policy, bounded reads, create-only `0600` writes.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use zeroize::Zeroizing;
+
+use super::KeyError;
+
+/// Permission bits a secret key file may not have: any access for group or other.
+#[cfg(unix)]
+const FORBIDDEN_MODE_BITS: u32 = 0o077;
+
+/// The mode of every secret key file we create.
+#[cfg(unix)]
+const SECRET_FILE_MODE: u32 = 0o600;
+
+/// How long a key file must be.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum LengthRule {
+    /// Exactly this many bytes (a fixed-size binary format).
+    Exactly(u64),
+    /// At most this many bytes (a text format; the bound is checked before allocating).
+    AtMost(u64),
+}
+
+impl LengthRule {
+    /// Check `got` against the rule.
+    fn check(self, path: &Path, got: u64) -> Result<(), KeyError> {
+        match self {
+            LengthRule::Exactly(expected) if got != expected => Err(KeyError::WrongLength {
+                path: path.to_owned(),
+                expected,
+                got,
+            }),
+            LengthRule::AtMost(limit) if got > limit => Err(KeyError::FileTooLarge {
+                path: path.to_owned(),
+                limit,
+                got,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The largest length the rule allows.
+    fn max(self) -> u64 {
+        match self {
+            LengthRule::Exactly(n) | LengthRule::AtMost(n) => n,
+        }
+    }
+}
+
+/// Read a secret key file after checking, on the opened handle, that it is a regular file,
+/// that its mode grants nothing to group/other, and that its size obeys `rule`.
+///
+/// The returned buffer is zeroed on drop.
+pub(crate) fn read_secret_file(
+    path: &Path,
+    rule: LengthRule,
+) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let read_err = |source: io::Error| KeyError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(KeyError::NotRegularFile {
+            path: path.to_owned(),
+        });
+    }
+    check_mode(path, &meta)?;
+    rule.check(path, meta.len())?;
+
+    // The file may change between fstat and read: never read more than the rule allows + 1,
+    // and check again what was actually read.
+    let cap = usize::try_from(rule.max()).unwrap_or(usize::MAX);
+    let mut buf = Zeroizing::new(Vec::with_capacity(cap.saturating_add(1)));
+    file.take(rule.max().saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(read_err)?;
+    rule.check(path, buf.len() as u64)?;
+    Ok(buf)
+}
+
+/// Refuse a file whose permission bits give group or other any access.
+#[cfg(unix)]
+fn check_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & FORBIDDEN_MODE_BITS != 0 {
+        return Err(KeyError::InsecurePermissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Non-unix systems have no mode bits to check.
+#[cfg(not(unix))]
+fn check_mode(_path: &Path, _meta: &std::fs::Metadata) -> Result<(), KeyError> {
+    Ok(())
+}
+
+/// Create `path` with mode `0600` (never replacing an existing file) and write `contents`.
+///
+/// On a write failure the partly written file is removed.
+pub(crate) fn write_new_secret_file(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
+    let write_err = |source: io::Error| KeyError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(SECRET_FILE_MODE);
+    }
+    let mut file = opts.open(path).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            KeyError::AlreadyExists {
+                path: path.to_owned(),
+            }
+        } else {
+            write_err(e)
+        }
+    })?;
+
+    let result = (|| {
+        // The umask may have removed bits from the creation mode; make it exactly 0600.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            file.set_permissions(std::fs::Permissions::from_mode(SECRET_FILE_MODE))?;
+        }
+        file.write_all(contents)?;
+        file.sync_all()
+    })();
+    if let Err(e) = result {
+        drop(file);
+        // Best effort: the write error is the one worth reporting.
+        let _ = std::fs::remove_file(path);
+        return Err(write_err(e));
+    }
+    Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn file_with_mode(dir: &Path, name: &str, contents: &[u8], mode: u32) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, contents).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    #[test]
+    fn modes() {
+        let dir = tempfile::tempdir().unwrap();
+        for (mode, ok) in [
+            (0o600, true),
+            (0o400, true),
+            (0o700, true),
+            (0o644, false),
+            (0o640, false),
+            (0o604, false),
+            (0o610, false),
+            (0o601, false),
+        ] {
+            let p = file_with_mode(dir.path(), &format!("k{mode:o}"), b"abc", mode);
+            let r = read_secret_file(&p, LengthRule::Exactly(3));
+            match (ok, r) {
+                (true, Ok(b)) => assert_eq!(&b[..], b"abc"),
+                (false, Err(KeyError::InsecurePermissions { mode: m, .. })) => assert_eq!(m, mode),
+                (_, r) => panic!("mode {mode:o}: unexpected {r:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn length_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = file_with_mode(dir.path(), "k", &[7; 10], 0o600);
+        assert!(matches!(
+            read_secret_file(&p, LengthRule::Exactly(11)),
+            Err(KeyError::WrongLength {
+                expected: 11,
+                got: 10,
+                ..
+            })
+        ));
+        assert!(matches!(
+            read_secret_file(&p, LengthRule::AtMost(9)),
+            Err(KeyError::FileTooLarge {
+                limit: 9,
+                got: 10,
+                ..
+            })
+        ));
+        assert_eq!(
+            read_secret_file(&p, LengthRule::AtMost(10)).unwrap().len(),
+            10
+        );
+    }
+
+    #[test]
+    fn not_a_file_and_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            read_secret_file(dir.path(), LengthRule::AtMost(10)),
+            Err(KeyError::NotRegularFile { .. })
+        ));
+        let e = read_secret_file(&dir.path().join("nope"), LengthRule::AtMost(10)).unwrap_err();
+        assert!(
+            matches!(&e, KeyError::Read { source, .. } if source.kind() == io::ErrorKind::NotFound)
+        );
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn write_is_0600_and_create_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        write_new_secret_file(&p, b"first").unwrap();
+        let meta = std::fs::metadata(&p).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+        let e = write_new_secret_file(&p, b"second").unwrap_err();
+        assert!(matches!(e, KeyError::AlreadyExists { .. }), "{e:?}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"first");
+        let e = write_new_secret_file(&dir.path().join("no/such/dir"), b"x").unwrap_err();
+        assert!(matches!(e, KeyError::Write { .. }), "{e:?}");
+    }
+}

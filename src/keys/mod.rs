@@ -1,0 +1,30 @@
+//! The master onion-service identity and v3 onion addresses.
+//!
+//! This module owns:
+//! - [`MasterIdentity`], the master identity keypair (`KS_hs_id`/`KP_hs_id`) that every node's
+//!   descriptors are ultimately derived from: generating it, loading it from C tor's
+//!   `hs_ed25519_secret_key` or from an Onionbalance/OpenSSL PKCS8 PEM file, and writing it back
+//!   in C tor's format;
+//! - [`OnionAddress`], a parsed and verified v3 `.onion` address (rend-spec-v3 §6
+//!   \[ONIONADDRESS\]) that yields the public identity key;
+//! - the file-permission policy for secret key files: a file whose mode grants group or other
+//!   any access is refused, and files we create are `0600`;
+//! - [`KeyError`], the errors of all of the above, each naming the file (or the address part)
+//!   and what is wrong.
+//!
+//! What it must never do: put secret key bytes in an error, a `Debug` string or a log; overwrite
+//! an existing key file; do network I/O. It does not blind keys or touch Arti's keystore: callers
+//! use [`MasterIdentity::hs_id_keypair`] with tor-hscrypto for that.
+//!
+//! The crypto and the address encoding are Arti's (tor-hscrypto `HsIdKeypair`/`HsId`,
+//! tor-llcrypto ed25519); only the two file formats are parsed here, because tor-keymgr's C tor
+//! parser is private to its directory-based keystore.
+
+mod address;
+mod error;
+mod fsutil;
+mod identity;
+
+pub use address::OnionAddress;
+pub use error::KeyError;
+pub use identity::MasterIdentity;
