@@ -1,0 +1,267 @@
+//! The node's configuration file: TOML deserialized into raw structs that reject unknown keys,
+//! then validated into typed, immutable values ([`Config`]).
+//!
+//! This module owns every key's name, default and rule; docs/CONFIG.md lists the same keys and
+//! a test keeps its example valid. Errors name the key (`target.connect_timeout`) and the bad
+//! value, except where the value is secret or private: the target's address is never echoed.
+//! It reads no key material: paths are checked to exist, and the keys module loads them.
+
+mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::keys::OnionAddress;
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The configuration file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (syntax, unknown key, wrong type).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The configuration file.
+        path: PathBuf,
+        /// The TOML error, which names the key and line.
+        message: String,
+    },
+    /// A key has a value outside its rules.
+    #[error("{key} = {value}: {problem}")]
+    Invalid {
+        /// The full key name, like `publish.intro_points`.
+        key: &'static str,
+        /// The value as written (or a placeholder where it must not be shown).
+        value: String,
+        /// What is wrong and what is accepted.
+        problem: String,
+    },
+}
+
+fn invalid(
+    key: &'static str,
+    value: impl std::fmt::Display,
+    problem: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// The validated configuration of one node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[node]`.
+    pub node: NodeConfig,
+    /// `[master]`.
+    pub master: MasterConfig,
+    /// `[target]`.
+    pub target: TargetConfig,
+    /// `[publish]`.
+    pub publish: PublishConfig,
+    /// `[tor]`.
+    pub tor: TorConfig,
+    /// `[status]`.
+    pub status: StatusConfig,
+}
+
+/// `[node]`: who this node is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Unique name in the cluster (1–64 of `A–Z a–z 0–9 . _ -`).
+    pub id: String,
+    /// Publisher preference: the lowest number among live nodes publishes.
+    pub priority: u32,
+}
+
+/// Where the master identity comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterKeys {
+    /// The identity secret itself (C tor `hs_ed25519_secret_key` or PKCS8 PEM).
+    Identity(PathBuf),
+    /// Offline-master mode: a directory of blinded keys exported by `rustbalance keys`.
+    BlindedDir(PathBuf),
+}
+
+/// `[master]`: the public onion service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterConfig {
+    /// The master address clients use.
+    pub onion_address: OnionAddress,
+    /// Its keys.
+    pub keys: MasterKeys,
+}
+
+/// Where proxied streams go.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TargetAddr {
+    /// Another onion service, reached through the embedded Arti client.
+    Onion {
+        /// Its address.
+        address: OnionAddress,
+        /// Its port.
+        port: u16,
+    },
+    /// A plain TCP service.
+    Tcp {
+        /// Host name or IP address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+impl std::fmt::Debug for TargetAddr {
+    // The target's address is private to the operator: never printed, not even in Debug.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetAddr::Onion { .. } => f.write_str("TargetAddr::Onion([redacted])"),
+            TargetAddr::Tcp { .. } => f.write_str("TargetAddr::Tcp([redacted])"),
+        }
+    }
+}
+
+/// How the target's health is probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// A TCP (or onion stream) connect succeeds.
+    Tcp,
+    /// `GET path` answers with `expect_status`.
+    Http {
+        /// Request path.
+        path: String,
+        /// Expected HTTP status.
+        expect_status: u16,
+    },
+}
+
+/// `[target.health]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// What a probe does.
+    pub kind: ProbeKind,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Time one probe may take.
+    pub timeout: Duration,
+    /// Consecutive failures that mark the target down.
+    pub fail_after: u32,
+    /// Consecutive successes that mark it up again.
+    pub recover_after: u32,
+}
+
+/// `[target]`: the operator's real service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetConfig {
+    /// Where streams go.
+    pub address: TargetAddr,
+    /// Ports of the master onion service that are proxied to the target.
+    pub virtual_ports: Vec<u16>,
+    /// Time allowed to connect to the target.
+    pub connect_timeout: Duration,
+    /// A stream with no traffic either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Streams this node proxies at once; more are refused with an END.
+    pub max_connections: usize,
+    /// The active health probe.
+    pub health: HealthConfig,
+}
+
+/// `[publish]`: descriptor publication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishConfig {
+    /// Introduction points this node keeps (Arti accepts 3–20).
+    pub intro_points: u8,
+    /// Republish at least this often even if nothing changed.
+    pub republish_interval: Duration,
+    /// Never publish more often than this (per time period).
+    pub min_republish_gap: Duration,
+    /// The descriptor's `descriptor-lifetime`.
+    pub descriptor_lifetime: Duration,
+}
+
+/// `[tor]`: the embedded Arti client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TorConfig {
+    /// Arti's state directory (keystore, guards, service state).
+    pub state_dir: PathBuf,
+    /// Arti's cache directory (directory documents).
+    pub cache_dir: PathBuf,
+    /// Extra Arti configuration (for example a private network's fragment).
+    pub arti_config: Option<PathBuf>,
+}
+
+/// `[status]`: the local status endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusConfig {
+    /// Address of the HTTP/JSON status endpoint.
+    pub listen: SocketAddr,
+}
+
+impl Config {
+    /// Reads and validates a configuration file. Relative paths in it are taken relative to
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml(&text, base).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates configuration text; relative paths resolve against `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        })?;
+        raw.validate(base)
+    }
+}
+
+/// Parses a duration like `10s`, `5m`, `1h 30m`.
+fn duration(
+    key: &'static str,
+    value: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(value).map_err(|e| {
+        invalid(
+            key,
+            format!("{value:?}"),
+            format!("not a duration ({e}); write e.g. \"10s\", \"5m\", \"1h\""),
+        )
+    })?;
+    if d < min || d > max {
+        return Err(invalid(
+            key,
+            format!("{value:?}"),
+            format!(
+                "must be between {} and {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests;

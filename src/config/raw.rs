@@ -1,0 +1,454 @@
+//! The configuration file as written: serde structs with `deny_unknown_fields` and defaults,
+//! and the rules that turn them into the typed [`Config`](super::Config).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::*;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    node: RawNode,
+    master: RawMaster,
+    target: RawTarget,
+    #[serde(default)]
+    publish: RawPublish,
+    tor: RawTor,
+    #[serde(default)]
+    status: RawStatus,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: String,
+    #[serde(default = "default_priority")]
+    priority: u32,
+}
+
+fn default_priority() -> u32 {
+    100
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMaster {
+    onion_address: String,
+    key: Option<PathBuf>,
+    blinded_keys: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    address: String,
+    #[serde(default = "default_virtual_ports")]
+    virtual_ports: Vec<u16>,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout: String,
+    #[serde(default = "default_idle_timeout")]
+    idle_timeout: String,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default)]
+    health: RawHealth,
+}
+
+fn default_virtual_ports() -> Vec<u16> {
+    vec![80]
+}
+fn default_connect_timeout() -> String {
+    "30s".into()
+}
+fn default_idle_timeout() -> String {
+    "5m".into()
+}
+fn default_max_connections() -> usize {
+    1024
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHealth {
+    kind: String,
+    path: String,
+    expect_status: u16,
+    interval: String,
+    timeout: String,
+    fail_after: u32,
+    recover_after: u32,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        RawHealth {
+            kind: "tcp".into(),
+            path: "/".into(),
+            expect_status: 200,
+            interval: "5s".into(),
+            timeout: "3s".into(),
+            fail_after: 3,
+            recover_after: 2,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPublish {
+    intro_points: u8,
+    republish_interval: String,
+    min_republish_gap: String,
+    descriptor_lifetime: String,
+}
+
+impl Default for RawPublish {
+    fn default() -> Self {
+        RawPublish {
+            intro_points: 3,
+            republish_interval: "60m".into(),
+            min_republish_gap: "60s".into(),
+            descriptor_lifetime: "3h".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTor {
+    state_dir: PathBuf,
+    cache_dir: PathBuf,
+    arti_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStatus {
+    listen: String,
+}
+
+impl Default for RawStatus {
+    fn default() -> Self {
+        RawStatus {
+            listen: "127.0.0.1:9191".into(),
+        }
+    }
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+impl RawConfig {
+    pub(super) fn validate(self, base: &Path) -> Result<Config, ConfigError> {
+        Ok(Config {
+            node: self.node.validate()?,
+            master: self.master.validate(base)?,
+            target: self.target.validate()?,
+            publish: self.publish.validate()?,
+            tor: self.tor.validate(base)?,
+            status: self.status.validate()?,
+        })
+    }
+}
+
+impl RawNode {
+    fn validate(self) -> Result<NodeConfig, ConfigError> {
+        let ok = (1..=64).contains(&self.id.len())
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !ok {
+            return Err(invalid(
+                "node.id",
+                format!("{:?}", self.id),
+                "must be 1-64 characters of A-Z a-z 0-9 . _ -",
+            ));
+        }
+        Ok(NodeConfig {
+            id: self.id,
+            priority: self.priority,
+        })
+    }
+}
+
+/// Resolves a configured path against the config file's directory.
+fn resolve(base: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        base.join(p)
+    }
+}
+
+impl RawMaster {
+    fn validate(self, base: &Path) -> Result<MasterConfig, ConfigError> {
+        let onion_address: OnionAddress = self.onion_address.parse().map_err(|e| {
+            invalid(
+                "master.onion_address",
+                format!("{:?}", self.onion_address),
+                format!("{e}"),
+            )
+        })?;
+        let keys = match (self.key, self.blinded_keys) {
+            (Some(k), None) => {
+                let k = resolve(base, k);
+                if !k.is_file() {
+                    return Err(invalid("master.key", k.display(), "no such file"));
+                }
+                MasterKeys::Identity(k)
+            }
+            (None, Some(d)) => {
+                let d = resolve(base, d);
+                if !d.is_dir() {
+                    return Err(invalid("master.blinded_keys", d.display(), "no such directory"));
+                }
+                MasterKeys::BlindedDir(d)
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "master.key",
+                    "(set)",
+                    "set either master.key (identity secret) or master.blinded_keys (offline master), not both",
+                ))
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "master.key",
+                    "(missing)",
+                    "set master.key (identity secret) or master.blinded_keys (offline master)",
+                ))
+            }
+        };
+        Ok(MasterConfig {
+            onion_address,
+            keys,
+        })
+    }
+}
+
+impl RawTarget {
+    fn validate(self) -> Result<TargetConfig, ConfigError> {
+        // The target's address is private: errors describe it without echoing it.
+        let hidden = "(not shown)";
+        let (host, port) = self.address.rsplit_once(':').ok_or_else(|| {
+            invalid(
+                "target.address",
+                hidden,
+                "must be host:port or <address>.onion:port",
+            )
+        })?;
+        let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
+            invalid(
+                "target.address",
+                hidden,
+                "the port must be a number from 1 to 65535",
+            )
+        })?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let address = if host.to_ascii_lowercase().ends_with(".onion") {
+            let address = host.parse().map_err(|e| {
+                invalid(
+                    "target.address",
+                    hidden,
+                    format!("not a valid v3 onion address: {e}"),
+                )
+            })?;
+            TargetAddr::Onion { address, port }
+        } else {
+            if host.is_empty() || host.contains(char::is_whitespace) {
+                return Err(invalid(
+                    "target.address",
+                    hidden,
+                    "the host part is empty or has spaces",
+                ));
+            }
+            TargetAddr::Tcp {
+                host: host.to_string(),
+                port,
+            }
+        };
+        if self.virtual_ports.is_empty() || self.virtual_ports.contains(&0) {
+            return Err(invalid(
+                "target.virtual_ports",
+                format!("{:?}", self.virtual_ports),
+                "list at least one port from 1 to 65535",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("target.max_connections", 0, "must be at least 1"));
+        }
+        Ok(TargetConfig {
+            address,
+            virtual_ports: self.virtual_ports,
+            connect_timeout: duration(
+                "target.connect_timeout",
+                &self.connect_timeout,
+                SECOND,
+                10 * MINUTE,
+            )?,
+            idle_timeout: duration("target.idle_timeout", &self.idle_timeout, SECOND, 24 * HOUR)?,
+            max_connections: self.max_connections,
+            health: self.health.validate()?,
+        })
+    }
+}
+
+impl RawHealth {
+    fn validate(self) -> Result<HealthConfig, ConfigError> {
+        let kind = match self.kind.as_str() {
+            "tcp" => ProbeKind::Tcp,
+            "http" => {
+                if !self.path.starts_with('/') {
+                    return Err(invalid(
+                        "target.health.path",
+                        format!("{:?}", self.path),
+                        "must start with /",
+                    ));
+                }
+                if !(100..=599).contains(&self.expect_status) {
+                    return Err(invalid(
+                        "target.health.expect_status",
+                        self.expect_status,
+                        "must be an HTTP status 100-599",
+                    ));
+                }
+                ProbeKind::Http {
+                    path: self.path,
+                    expect_status: self.expect_status,
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "target.health.kind",
+                    format!("{other:?}"),
+                    "must be \"tcp\" or \"http\"",
+                ))
+            }
+        };
+        let interval = duration("target.health.interval", &self.interval, SECOND, HOUR)?;
+        let timeout = duration(
+            "target.health.timeout",
+            &self.timeout,
+            Duration::from_millis(100),
+            HOUR,
+        )?;
+        if timeout > interval {
+            return Err(invalid(
+                "target.health.timeout",
+                format!("{:?}", self.timeout),
+                format!("must not exceed target.health.interval ({})", self.interval),
+            ));
+        }
+        for (key, v) in [
+            ("target.health.fail_after", self.fail_after),
+            ("target.health.recover_after", self.recover_after),
+        ] {
+            if !(1..=100).contains(&v) {
+                return Err(invalid(key, v, "must be from 1 to 100"));
+            }
+        }
+        Ok(HealthConfig {
+            kind,
+            interval,
+            timeout,
+            fail_after: self.fail_after,
+            recover_after: self.recover_after,
+        })
+    }
+}
+
+impl RawPublish {
+    fn validate(self) -> Result<PublishConfig, ConfigError> {
+        if !(3..=20).contains(&self.intro_points) {
+            return Err(invalid(
+                "publish.intro_points",
+                self.intro_points,
+                "must be from 3 to 20 (Arti's range)",
+            ));
+        }
+        let republish_interval = duration(
+            "publish.republish_interval",
+            &self.republish_interval,
+            MINUTE,
+            12 * HOUR,
+        )?;
+        let min_republish_gap = duration(
+            "publish.min_republish_gap",
+            &self.min_republish_gap,
+            SECOND,
+            HOUR,
+        )?;
+        // rend-spec-v3: descriptor-lifetime is in minutes, at most 720.
+        let descriptor_lifetime = duration(
+            "publish.descriptor_lifetime",
+            &self.descriptor_lifetime,
+            30 * MINUTE,
+            12 * HOUR,
+        )?;
+        if republish_interval >= descriptor_lifetime {
+            return Err(invalid(
+                "publish.republish_interval",
+                format!("{:?}", self.republish_interval),
+                format!(
+                    "must be shorter than publish.descriptor_lifetime ({})",
+                    self.descriptor_lifetime
+                ),
+            ));
+        }
+        if min_republish_gap > republish_interval {
+            return Err(invalid(
+                "publish.min_republish_gap",
+                format!("{:?}", self.min_republish_gap),
+                format!(
+                    "must not exceed publish.republish_interval ({})",
+                    self.republish_interval
+                ),
+            ));
+        }
+        Ok(PublishConfig {
+            intro_points: self.intro_points,
+            republish_interval,
+            min_republish_gap,
+            descriptor_lifetime,
+        })
+    }
+}
+
+impl RawTor {
+    fn validate(self, base: &Path) -> Result<TorConfig, ConfigError> {
+        let arti_config = match self.arti_config {
+            Some(p) => {
+                let p = resolve(base, p);
+                if !p.is_file() {
+                    return Err(invalid("tor.arti_config", p.display(), "no such file"));
+                }
+                Some(p)
+            }
+            None => None,
+        };
+        Ok(TorConfig {
+            state_dir: resolve(base, self.state_dir),
+            cache_dir: resolve(base, self.cache_dir),
+            arti_config,
+        })
+    }
+}
+
+impl RawStatus {
+    fn validate(self) -> Result<StatusConfig, ConfigError> {
+        let listen: SocketAddr = self.listen.parse().map_err(|_| {
+            invalid(
+                "status.listen",
+                format!("{:?}", self.listen),
+                "must be IP:port, e.g. \"127.0.0.1:9191\"",
+            )
+        })?;
+        Ok(StatusConfig { listen })
+    }
+}

@@ -1,0 +1,239 @@
+use super::*;
+
+/// A scratch directory with a key file and the Arti fragment the example config names.
+fn base() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rb-config-{}", std::process::id()));
+    std::fs::create_dir_all(d.join("blinded")).unwrap();
+    std::fs::write(d.join("hs_ed25519_secret_key"), b"x").unwrap();
+    std::fs::write(d.join("arti.toml"), b"").unwrap();
+    d
+}
+
+const ADDR: &str = "coaay4girgmvjbmaw6tlsbq7cmxpvwpnew5vbglx4cor2r5xpqhcdoyd.onion";
+
+fn minimal() -> String {
+    format!(
+        "[node]\nid = \"node-a\"\n[master]\nonion_address = \"{ADDR}\"\nkey = \"hs_ed25519_secret_key\"\n\
+         [target]\naddress = \"127.0.0.1:8080\"\n[tor]\nstate_dir = \"state\"\ncache_dir = \"cache\"\n"
+    )
+}
+
+fn err(text: &str) -> String {
+    Config::from_toml(text, &base()).unwrap_err().to_string()
+}
+
+#[test]
+fn minimal_config_gets_the_documented_defaults() {
+    let b = base();
+    let c = Config::from_toml(&minimal(), &b).unwrap();
+    assert_eq!(c.node.priority, 100);
+    assert_eq!(
+        c.master.keys,
+        MasterKeys::Identity(b.join("hs_ed25519_secret_key"))
+    );
+    assert_eq!(
+        c.target.address,
+        TargetAddr::Tcp {
+            host: "127.0.0.1".into(),
+            port: 8080
+        }
+    );
+    assert_eq!(c.target.virtual_ports, vec![80]);
+    assert_eq!(c.target.connect_timeout, Duration::from_secs(30));
+    assert_eq!(c.target.idle_timeout, Duration::from_secs(300));
+    assert_eq!(c.target.max_connections, 1024);
+    assert_eq!(c.target.health.kind, ProbeKind::Tcp);
+    assert_eq!(c.target.health.interval, Duration::from_secs(5));
+    assert_eq!(c.publish.intro_points, 3);
+    assert_eq!(c.publish.republish_interval, Duration::from_secs(3600));
+    assert_eq!(c.publish.min_republish_gap, Duration::from_secs(60));
+    assert_eq!(c.publish.descriptor_lifetime, Duration::from_secs(3 * 3600));
+    assert_eq!(c.tor.state_dir, b.join("state"));
+    assert_eq!(c.status.listen, "127.0.0.1:9191".parse().unwrap());
+}
+
+#[test]
+fn unknown_keys_are_rejected_by_name() {
+    let e = err(&format!("{}[publish]\nintro_pionts = 5\n", minimal()));
+    assert!(e.contains("unknown field `intro_pionts`"), "{e}");
+    let e = err(&format!("{}[surprise]\n", minimal()));
+    assert!(e.contains("unknown field `surprise`"), "{e}");
+}
+
+#[test]
+fn each_rule_names_its_key_and_value() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "id = \"node-a\"",
+            "id = \"bad id!\"",
+            "node.id = \"bad id!\"",
+        ),
+        (ADDR, "abc.onion", "master.onion_address = \"abc.onion\""),
+        (
+            "key = \"hs_ed25519_secret_key\"",
+            "key = \"nope\"",
+            "master.key = ",
+        ),
+        (
+            "key = \"hs_ed25519_secret_key\"",
+            "blinded_keys = \"nope\"",
+            "master.blinded_keys = ",
+        ),
+        (
+            "key = \"hs_ed25519_secret_key\"",
+            "",
+            "set master.key (identity secret) or master.blinded_keys",
+        ),
+        (
+            "key = \"hs_ed25519_secret_key\"",
+            "key = \"hs_ed25519_secret_key\"\nblinded_keys = \"blinded\"",
+            "not both",
+        ),
+        (
+            "address = \"127.0.0.1:8080\"",
+            "address = \"127.0.0.1\"",
+            "target.address = (not shown): must be host:port",
+        ),
+        (
+            "address = \"127.0.0.1:8080\"",
+            "address = \"127.0.0.1:0\"",
+            "the port must be a number from 1 to 65535",
+        ),
+        (
+            "address = \"127.0.0.1:8080\"",
+            "address = \"zzz.onion:80\"",
+            "target.address = (not shown): not a valid v3 onion address",
+        ),
+        (
+            "address = \"127.0.0.1:8080\"",
+            "address = \"127.0.0.1:8080\"\nvirtual_ports = []",
+            "target.virtual_ports = []",
+        ),
+        (
+            "address = \"127.0.0.1:8080\"",
+            "address = \"127.0.0.1:8080\"\nconnect_timeout = \"soon\"",
+            "target.connect_timeout = \"soon\": not a duration",
+        ),
+        (
+            "address = \"127.0.0.1:8080\"",
+            "address = \"127.0.0.1:8080\"\nidle_timeout = \"0s\"",
+            "target.idle_timeout = \"0s\": must be between",
+        ),
+        (
+            "address = \"127.0.0.1:8080\"",
+            "address = \"127.0.0.1:8080\"\nmax_connections = 0",
+            "target.max_connections = 0",
+        ),
+        (
+            "address = \"127.0.0.1:8080\"",
+            "address = \"127.0.0.1:8080\"\n[target.health]\nkind = \"ping\"",
+            "target.health.kind = \"ping\"",
+        ),
+        (
+            "address = \"127.0.0.1:8080\"",
+            "address = \"127.0.0.1:8080\"\n[target.health]\nkind = \"http\"\npath = \"x\"",
+            "target.health.path = \"x\"",
+        ),
+        (
+            "address = \"127.0.0.1:8080\"",
+            "address = \"127.0.0.1:8080\"\n[target.health]\ninterval = \"2s\"\ntimeout = \"3s\"",
+            "target.health.timeout = \"3s\": must not exceed",
+        ),
+        (
+            "address = \"127.0.0.1:8080\"",
+            "address = \"127.0.0.1:8080\"\n[target.health]\nfail_after = 0",
+            "target.health.fail_after = 0",
+        ),
+        (
+            "cache_dir = \"cache\"",
+            "cache_dir = \"cache\"\narti_config = \"missing.toml\"",
+            "tor.arti_config = ",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let text = minimal().replacen(from, to, 1);
+        let e = err(&text);
+        assert!(e.contains(want), "{to:?}: got {e:?}, want {want:?}");
+    }
+    let publish = |body: &str| err(&format!("{}[publish]\n{body}\n", minimal()));
+    assert!(
+        publish("intro_points = 21").contains("publish.intro_points = 21: must be from 3 to 20")
+    );
+    assert!(publish("intro_points = 2").contains("publish.intro_points = 2"));
+    assert!(publish("republish_interval = \"4h\"")
+        .contains("must be shorter than publish.descriptor_lifetime"));
+    assert!(
+        publish("descriptor_lifetime = \"13h\"").contains("publish.descriptor_lifetime = \"13h\"")
+    );
+    assert!(publish("min_republish_gap = \"2h\"").contains("publish.min_republish_gap = \"2h\""));
+    let status = err(&format!("{}[status]\nlisten = \"localhost\"\n", minimal()));
+    assert!(status.contains("status.listen = \"localhost\""), "{status}");
+}
+
+#[test]
+fn target_addresses_are_never_echoed() {
+    let secret = "supersecretbackend.example:99999";
+    let e = err(&minimal().replace("127.0.0.1:8080", secret));
+    assert!(!e.contains("supersecret"), "{e}");
+    let c = Config::from_toml(
+        &minimal().replace("127.0.0.1:8080", "backend.internal:8080"),
+        &base(),
+    )
+    .unwrap();
+    assert!(!format!("{c:?}").contains("backend.internal"));
+}
+
+#[test]
+fn onion_targets_and_offline_master_parse() {
+    let text = minimal()
+        .replace("127.0.0.1:8080", &format!("{}:8080", ADDR.to_uppercase()))
+        .replace(
+            "key = \"hs_ed25519_secret_key\"",
+            "blinded_keys = \"blinded\"",
+        );
+    let c = Config::from_toml(&text, &base()).unwrap();
+    assert!(matches!(
+        c.target.address,
+        TargetAddr::Onion { port: 8080, .. }
+    ));
+    assert_eq!(
+        c.master.keys,
+        MasterKeys::BlindedDir(base().join("blinded"))
+    );
+}
+
+/// docs/CONFIG.md's full example must be a valid configuration: the docs cannot drift.
+#[test]
+fn the_documented_example_is_valid() {
+    let doc = include_str!("../../docs/CONFIG.md");
+    let start = doc
+        .find("```toml\n")
+        .expect("CONFIG.md has a ```toml example")
+        + 8;
+    let len = doc[start..].find("```").unwrap();
+    let example = &doc[start..start + len];
+    let c =
+        Config::from_toml(example, &base()).unwrap_or_else(|e| panic!("CONFIG.md example: {e}"));
+    assert_eq!(c.node.id, "node-a");
+    assert!(matches!(
+        c.target.health.kind,
+        ProbeKind::Http {
+            expect_status: 200,
+            ..
+        }
+    ));
+    // Every key the example uses is described in a table row of CONFIG.md.
+    let mut section = String::new();
+    // Commented-out alternatives (`# key = …`) must be documented too.
+    for line in example
+        .lines()
+        .map(|l| l.trim().trim_start_matches('#').trim())
+    {
+        if let Some(s) = line.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            section = s.to_string();
+        } else if let Some((k, _)) = line.split_once('=').filter(|(k, _)| !k.contains(' ')) {
+            let key = format!("`{section}.{}`", k.trim());
+            assert!(doc.contains(&key), "CONFIG.md does not describe {key}");
+        }
+    }
+}
