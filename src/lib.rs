@@ -1,8 +1,13 @@
 //! RustBalance: several nodes serve one Tor onion service address through embedded Arti.
 //!
-//! Module map (dependencies point downward only): `config` (the node's validated configuration)
-//! → `keys` (master identity, onion addresses).
+//! Module map (dependencies point downward only): services `publisher` (uploads) and `proxy`
+//! (streams to the target) → core `hosting` (Arti keystore discipline, intro points),
+//! `descriptor` (building one descriptor), `config` (validated configuration), `keys` (master
+//! identity, onion addresses).
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod descriptor;
+pub mod hosting;
 pub mod keys;
+pub mod publisher;

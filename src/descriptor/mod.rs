@@ -1,0 +1,126 @@
+//! Building one signed, encrypted v3 descriptor from a set of intro points.
+//!
+//! This module owns the descriptor rules: at most [`MAX_INTRO_POINTS`] intro points (clients
+//! keep only 20; Arti's builder does not enforce it), at most [`MAX_DESCRIPTOR_BYTES`], Arti's
+//! parameters (NTOR, 54 h certificates), and the revision counter, computed exactly as Arti does
+//! (order-preserving encryption of the offset into the SRV period, keyed by the blinded secret)
+//! so that every node holding the blinded key derives the same monotonic value. Pure: time and
+//! randomness come from the caller.
+
+use std::time::{Duration, SystemTime};
+
+use rand::{CryptoRng, Rng};
+use tor_cell::chancell::msg::HandshakeType;
+use tor_hscrypto::ope::AesOpeKey;
+use tor_hscrypto::pk::{HsBlindIdKey, HsBlindIdKeypair, HsIdKey};
+use tor_hscrypto::RevisionCounter;
+use tor_llcrypto::pk::ed25519;
+use tor_netdir::HsDirParams;
+use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, HsDescBuilder, IntroPointDesc};
+use tor_netdoc::NetdocBuilder;
+use tor_units::IntegerMinutes;
+
+/// Clients use at most this many intro points of a descriptor.
+pub const MAX_INTRO_POINTS: usize = 20;
+/// Clients refuse descriptors larger than this (consensus `HSV3MaxDescriptorSize` default).
+pub const MAX_DESCRIPTOR_BYTES: usize = 50_000;
+/// Validity of the descriptor-signing and intro-point certificates (Arti's value).
+pub const CERT_VALIDITY: Duration = Duration::from_secs(54 * 3600);
+
+/// Descriptor building failures.
+#[derive(Debug, thiserror::Error)]
+pub enum DescriptorError {
+    /// No intro points: a descriptor would be useless.
+    #[error("no intro points to publish")]
+    NoIntroPoints,
+    /// More than 20 intro points.
+    #[error("{0} intro points: a descriptor carries at most {MAX_INTRO_POINTS}")]
+    TooManyIntroPoints(usize),
+    /// The clock is before the start of the period's SRV period.
+    #[error("the clock is before the start of the shared-random period of this time period")]
+    ClockBeforePeriod,
+    /// The lifetime does not fit in minutes.
+    #[error("descriptor lifetime {0:?} is not 1..=720 minutes")]
+    BadLifetime(Duration),
+    /// Certificate or encoding failure (including exceeding the size limit).
+    #[error("building the descriptor: {0}")]
+    Build(String),
+}
+
+/// A built descriptor.
+#[derive(Debug, Clone)]
+pub struct BuiltDescriptor {
+    /// The descriptor text, ready to upload.
+    pub text: String,
+    /// Its revision counter.
+    pub revision: u64,
+    /// How many intro points it lists.
+    pub intro_points: usize,
+}
+
+/// The revision counter for a descriptor of `params`' period published at `now`: Arti's
+/// OPE of the offset into the SRV period, keyed by the blinded secret scalar.
+pub fn revision_counter(
+    blind: &HsBlindIdKeypair,
+    params: &HsDirParams,
+    now: SystemTime,
+) -> Result<RevisionCounter, DescriptorError> {
+    let key: &ed25519::ExpandedKeypair = blind.as_ref();
+    let secret = key.to_secret_key_bytes();
+    let ope = AesOpeKey::from_secret(&secret[..32]);
+    let offset = params
+        .offset_within_srv_period(now)
+        .ok_or(DescriptorError::ClockBeforePeriod)?;
+    Ok(RevisionCounter::from(ope.encrypt(offset)))
+}
+
+/// Builds and signs a descriptor for `params`' period listing `intro_points`.
+pub fn build<R: Rng + CryptoRng>(
+    master: &HsIdKey,
+    blind: &HsBlindIdKeypair,
+    params: &HsDirParams,
+    intro_points: &[IntroPointDesc],
+    lifetime: Duration,
+    now: SystemTime,
+    rng: &mut R,
+) -> Result<BuiltDescriptor, DescriptorError> {
+    if intro_points.is_empty() {
+        return Err(DescriptorError::NoIntroPoints);
+    }
+    if intro_points.len() > MAX_INTRO_POINTS {
+        return Err(DescriptorError::TooManyIntroPoints(intro_points.len()));
+    }
+    let minutes = u16::try_from(lifetime.as_secs() / 60)
+        .ok()
+        .filter(|m| (1..=720).contains(m))
+        .ok_or(DescriptorError::BadLifetime(lifetime))?;
+    let tp = params.time_period();
+    let blind_pk = HsBlindIdKey::from(blind);
+    let subcredential = master.compute_subcredential(&blind_pk, tp);
+    let desc_sign = ed25519::Keypair::generate(rng);
+    let expiry = now + CERT_VALIDITY;
+    let cert = create_desc_sign_key_cert(&desc_sign.verifying_key(), blind, expiry)
+        .map_err(|e| DescriptorError::Build(format!("signing-key certificate: {e}")))?;
+    let revision = revision_counter(blind, params, now)?;
+    let text = HsDescBuilder::default()
+        .blinded_id(&blind_pk)
+        .hs_desc_sign(&desc_sign)
+        .hs_desc_sign_cert(cert)
+        .create2_formats(&[HandshakeType::NTOR])
+        .auth_required(None)
+        .is_single_onion_service(false)
+        .intro_points(intro_points)
+        .intro_auth_key_cert_expiry(expiry)
+        .intro_enc_key_cert_expiry(expiry)
+        .lifetime(IntegerMinutes::new(minutes))
+        .revision_counter(revision)
+        .subcredential(subcredential)
+        .max_generated_len(MAX_DESCRIPTOR_BYTES)
+        .build_sign(rng)
+        .map_err(|e| DescriptorError::Build(e.to_string()))?;
+    Ok(BuiltDescriptor {
+        text,
+        revision: u64::from(revision),
+        intro_points: intro_points.len(),
+    })
+}

@@ -1,0 +1,136 @@
+//! Uploading descriptors to the responsible HSDirs through Arti's onion-service circuits, and
+//! fetching them back to check what the network serves.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use tor_circmgr::hspool::HsCircPool;
+use tor_dirclient::request::{HsDescDownloadRequest, HsDescUploadRequest};
+use tor_hscrypto::pk::HsBlindId;
+use tor_hscrypto::time::TimePeriod;
+use tor_linkspec::{HasRelayIds, OwnedCircTarget};
+use tor_netdir::NetDir;
+use tor_rtcompat::Runtime;
+
+/// Concurrent uploads at most (Arti's value).
+const MAX_CONCURRENT: usize = 16;
+
+/// The outcome of one upload to one HSDir.
+#[derive(Debug, Clone)]
+pub struct HsDirResult {
+    /// The HSDir's RSA identity (hex).
+    pub hsdir: String,
+    /// `None` on success, else what went wrong.
+    pub error: Option<String>,
+    /// How long the attempt took.
+    pub elapsed: Duration,
+}
+
+/// Uploads `text` to every HSDir responsible for `blind_id` in `period`, each within `timeout`.
+pub async fn upload_to_hsdirs<R: Runtime>(
+    runtime: &R,
+    pool: &Arc<HsCircPool<R>>,
+    netdir: &NetDir,
+    blind_id: HsBlindId,
+    period: TimePeriod,
+    text: Arc<str>,
+    timeout: Duration,
+) -> Result<Vec<HsDirResult>, String> {
+    let hsdirs: Vec<OwnedCircTarget> = netdir
+        .hs_dirs_upload(blind_id, period)
+        .map_err(|e| format!("HSDir ring: {e}"))?
+        .map(|r| OwnedCircTarget::from_circ_target(&r))
+        .collect();
+    let results = stream::iter(hsdirs)
+        .map(|target| {
+            let text = Arc::clone(&text);
+            async move {
+                let hsdir = target
+                    .rsa_identity()
+                    .map(|id| id.to_string())
+                    .unwrap_or_else(|| "?".into());
+                let start = Instant::now();
+                let attempt = async {
+                    let tunnel = pool
+                        .get_or_launch_svc_dir(netdir, target)
+                        .await
+                        .map_err(|e| format!("circuit: {e}"))?;
+                    let mut stream = tunnel
+                        .begin_dir_stream()
+                        .await
+                        .map_err(|e| format!("dir stream: {e}"))?;
+                    let req = HsDescUploadRequest::new(text);
+                    tor_dirclient::send_request(runtime, &req, &mut stream, None)
+                        .await
+                        .map_err(|e| format!("upload: {e}"))?
+                        .into_output_string()
+                        .map_err(|e| format!("HSDir answered: {e}"))?;
+                    Ok::<(), String>(())
+                };
+                let error = match tokio::time::timeout(timeout, attempt).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e),
+                    Err(_) => Some(format!("timed out after {} s", timeout.as_secs())),
+                };
+                HsDirResult {
+                    hsdir,
+                    error,
+                    elapsed: start.elapsed(),
+                }
+            }
+        })
+        .buffer_unordered(MAX_CONCURRENT)
+        .collect()
+        .await;
+    Ok(results)
+}
+
+/// Fetches the descriptor for `blind_id` from every HSDir a client would ask in `period`,
+/// returning each one's text (or error).
+pub async fn fetch_from_hsdirs<R: Runtime>(
+    runtime: &R,
+    pool: &Arc<HsCircPool<R>>,
+    netdir: &NetDir,
+    blind_id: HsBlindId,
+    period: TimePeriod,
+) -> Result<Vec<(String, Result<String, String>)>, String> {
+    let hsdirs: Vec<OwnedCircTarget> = netdir
+        .hs_dirs_download(blind_id, period, &mut rand::rng())
+        .map_err(|e| format!("HSDir ring: {e}"))?
+        .iter()
+        .map(OwnedCircTarget::from_circ_target)
+        .collect();
+    let mut out = Vec::new();
+    for target in hsdirs {
+        let hsdir = target
+            .rsa_identity()
+            .map(|id| id.to_string())
+            .unwrap_or_else(|| "?".into());
+        let attempt = async {
+            let tunnel = pool
+                .get_or_launch_client_dir(netdir, target)
+                .await
+                .map_err(|e| format!("circuit: {e}"))?;
+            let mut stream = tunnel
+                .begin_dir_stream()
+                .await
+                .map_err(|e| format!("dir stream: {e}"))?;
+            tor_dirclient::send_request(
+                runtime,
+                &HsDescDownloadRequest::new(blind_id),
+                &mut stream,
+                None,
+            )
+            .await
+            .map_err(|e| format!("fetch: {e}"))?
+            .into_output_string()
+            .map_err(|e| format!("HSDir answered: {e}"))
+        };
+        let r = tokio::time::timeout(Duration::from_secs(60), attempt)
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()));
+        out.push((hsdir, r));
+    }
+    Ok(out)
+}
