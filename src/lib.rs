@@ -10,4 +10,5 @@ pub mod config;
 pub mod descriptor;
 pub mod hosting;
 pub mod keys;
+pub mod proxy;
 pub mod publisher;
