@@ -12,3 +12,4 @@ pub mod hosting;
 pub mod keys;
 pub mod proxy;
 pub mod publisher;
+pub mod status;

@@ -71,7 +71,7 @@ impl fmt::Display for StreamId {
 }
 
 /// A counter snapshot for the status endpoint.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProxyStats {
     /// Streams admitted and not yet finished.
     pub active: u64,

@@ -1,0 +1,304 @@
+//! The node's status as plain data, the local HTTP/JSON endpoint that serves it, and the client
+//! `rustbalance status` uses.
+//!
+//! This module owns the status schema ([`Snapshot`], versioned) and its transport. It never
+//! shows secrets or the target's address. The daemon publishes snapshots through a
+//! `tokio::sync::watch` channel; the endpoint serves the latest one to `GET /status`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::proxy::ProxyStats;
+
+/// Version of the status schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What this node does for the master address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Starting: Arti bootstrapping or the service not yet launched.
+    Starting,
+    /// Hosting the service and publishing the descriptor.
+    Publisher,
+}
+
+/// One of this node's intro points (public facts only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntroPointStatus {
+    /// The intro point relay's RSA identity (hex), or `?`.
+    pub relay: String,
+    /// The first 8 characters of Arti's local id for it.
+    pub lid: String,
+}
+
+/// One HSDir's answer to an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HsDirUpload {
+    /// The HSDir's RSA identity (hex).
+    pub hsdir: String,
+    /// Whether it accepted the descriptor.
+    pub ok: bool,
+    /// The error, if not.
+    pub error: Option<String>,
+    /// How long the attempt took, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// The last publication for one time period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeriodStatus {
+    /// The period, as `<interval>_<length min>_<offset s>`.
+    pub period: String,
+    /// Unix time of the last upload round.
+    pub published_at: u64,
+    /// Revision counter of that descriptor.
+    pub revision: u64,
+    /// Intro points it listed.
+    pub intro_points: usize,
+    /// Descriptor size in bytes.
+    pub bytes: usize,
+    /// Per-HSDir results of that round.
+    pub hsdirs: Vec<HsDirUpload>,
+}
+
+impl PeriodStatus {
+    /// How many HSDirs accepted the descriptor.
+    pub fn hsdirs_ok(&self) -> usize {
+        self.hsdirs.iter().filter(|h| h.ok).count()
+    }
+}
+
+/// Everything `rustbalance status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// [`SCHEMA_VERSION`].
+    pub version: u32,
+    /// This node's id.
+    pub node_id: String,
+    /// The master onion address.
+    pub master_address: String,
+    /// What this node does.
+    pub role: Role,
+    /// Unix time the daemon started.
+    pub started_at: u64,
+    /// This node's current intro points.
+    pub intro_points: Vec<IntroPointStatus>,
+    /// The last publication per time period.
+    pub periods: Vec<PeriodStatus>,
+    /// Streams proxied to the target.
+    pub proxy: ProxyStats,
+}
+
+impl Snapshot {
+    /// An empty snapshot for a starting node.
+    pub fn starting(node_id: &str, master_address: &str) -> Snapshot {
+        Snapshot {
+            version: SCHEMA_VERSION,
+            node_id: node_id.to_string(),
+            master_address: master_address.to_string(),
+            role: Role::Starting,
+            started_at: unix_now(),
+            intro_points: Vec::new(),
+            periods: Vec::new(),
+            proxy: ProxyStats::default(),
+        }
+    }
+
+    /// Human-readable lines for the terminal.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "node {}  role {:?}  master {}",
+            self.node_id, self.role, self.master_address
+        );
+        let _ = writeln!(s, "intro points ({}):", self.intro_points.len());
+        for i in &self.intro_points {
+            let _ = writeln!(s, "  relay {}  lid {}", i.relay, i.lid);
+        }
+        let _ = writeln!(s, "publications:");
+        if self.periods.is_empty() {
+            let _ = writeln!(s, "  none yet");
+        }
+        for p in &self.periods {
+            let age = unix_now().saturating_sub(p.published_at);
+            let _ = writeln!(
+                s,
+                "  period {}: {}/{} HSDirs accepted, {} intro points, {} bytes, revision {}, {} s ago",
+                p.period,
+                p.hsdirs_ok(),
+                p.hsdirs.len(),
+                p.intro_points,
+                p.bytes,
+                p.revision,
+                age
+            );
+            for h in p.hsdirs.iter().filter(|h| !h.ok) {
+                let _ = writeln!(
+                    s,
+                    "    {} failed: {}",
+                    h.hsdir,
+                    h.error.as_deref().unwrap_or("?")
+                );
+            }
+        }
+        let p = &self.proxy;
+        let _ = writeln!(
+            s,
+            "proxy: {} active, {} total, {} refused, {} failed connects, {} B up, {} B down",
+            p.active, p.total, p.refused, p.failed_connects, p.bytes_up, p.bytes_down
+        );
+        s
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Status endpoint and client failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The endpoint could not listen.
+    #[error("status endpoint: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The daemon could not be reached or answered badly.
+    #[error("status of the daemon at {addr}: {problem} (is `rustbalance run` running with this config?)")]
+    Fetch {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// What went wrong.
+        problem: String,
+    },
+}
+
+/// Binds the endpoint (so a bad address fails at start-up, not later).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StatusError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StatusError::Bind { addr, source })
+}
+
+/// Serves `GET /status` with the latest snapshot until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    snapshots: watch::Receiver<Snapshot>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let conn = tokio::select! {
+            c = listener.accept() => c,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((mut stream, _)) = conn else { continue };
+        let snapshot = snapshots.borrow().clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
+            {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let (code, body) = if head.starts_with("GET /status ") {
+                (
+                    "200 OK",
+                    serde_json::to_string_pretty(&snapshot).unwrap_or_default(),
+                )
+            } else {
+                (
+                    "404 Not Found",
+                    "{\"error\":\"try GET /status\"}".to_string(),
+                )
+            };
+            let resp = format!(
+                "HTTP/1.0 {code}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(resp.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Asks a running daemon for its status.
+pub async fn fetch(addr: SocketAddr) -> Result<Snapshot, StatusError> {
+    let fail = |problem: String| StatusError::Fetch { addr, problem };
+    let attempt = async {
+        let mut s = TcpStream::connect(addr)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        s.write_all(b"GET /status HTTP/1.0\r\n\r\n")
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| fail("not an HTTP answer".into()))?;
+        if !head.starts_with("HTTP/1.0 200") {
+            return Err(fail(head.lines().next().unwrap_or_default().to_string()));
+        }
+        serde_json::from_str(body).map_err(|e| fail(format!("bad status JSON: {e}")))
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .unwrap_or_else(|_| Err(fail("timed out".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn endpoint_serves_the_latest_snapshot_and_stops() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = watch::channel(Snapshot::starting("n1", "x.onion"));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, rx, stop_rx));
+        assert_eq!(fetch(addr).await.unwrap().role, Role::Starting);
+        let mut next = Snapshot::starting("n1", "x.onion");
+        next.role = Role::Publisher;
+        next.periods.push(PeriodStatus {
+            period: "1_2_3".into(),
+            published_at: unix_now(),
+            revision: 7,
+            intro_points: 3,
+            bytes: 100,
+            hsdirs: vec![HsDirUpload {
+                hsdir: "AB".into(),
+                ok: true,
+                error: None,
+                elapsed_ms: 5,
+            }],
+        });
+        tx.send(next.clone()).unwrap();
+        let got = fetch(addr).await.unwrap();
+        assert_eq!(got, next);
+        assert!(got.render().contains("period 1_2_3: 1/1 HSDirs accepted"));
+        stop_tx.send(true).unwrap();
+        server.await.unwrap();
+        let err = fetch(addr).await.unwrap_err().to_string();
+        assert!(err.contains("is `rustbalance run` running"), "{err}");
+    }
+}
