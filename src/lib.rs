@@ -1,12 +1,14 @@
 //! RustBalance: several nodes serve one Tor onion service address through embedded Arti.
 //!
-//! Module map (dependencies point downward only): services `publisher` (uploads) and `proxy`
+//! Module map (dependencies point downward only): `cli` → `daemon` (wiring of one node) → services `publisher` (uploads) and `proxy`
 //! (streams to the target) → core `hosting` (Arti keystore discipline, intro points),
 //! `descriptor` (building one descriptor), `config` (validated configuration), `keys` (master
 //! identity, onion addresses).
 #![deny(missing_docs)]
 
+pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod descriptor;
 pub mod hosting;
 pub mod keys;

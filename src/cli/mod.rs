@@ -1,0 +1,324 @@
+//! The command line: parses arguments and calls the library. This is the binary's edge, the one
+//! place errors become `anyhow` and then an exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::daemon;
+use crate::keys::{MasterIdentity, OnionAddress};
+use crate::status;
+
+/// RustBalance: several nodes, one onion address.
+#[derive(Parser, Debug)]
+#[command(name = "rustbalance", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a node: a master identity (new or imported), its key file and a config file.
+    Init {
+        /// Where the target is: host:port, or <address>.onion:port.
+        #[arg(long)]
+        target: String,
+        /// Directory for the key, config and Arti state (created; must not hold a config).
+        #[arg(long, default_value = "rustbalance")]
+        dir: PathBuf,
+        /// Import this identity secret (C tor hs_ed25519_secret_key or PKCS8 PEM) instead of
+        /// generating one.
+        #[arg(long)]
+        import: Option<PathBuf>,
+        /// This node's id.
+        #[arg(long, default_value = "node-1")]
+        node_id: String,
+        /// An Arti configuration file to use (e.g. a private test network's fragment).
+        #[arg(long)]
+        arti_config: Option<PathBuf>,
+        /// Status endpoint address.
+        #[arg(long, default_value = "127.0.0.1:9191")]
+        status_listen: String,
+    },
+    /// Run the node.
+    Run {
+        /// Configuration file.
+        #[arg(short, long, default_value = "rustbalance/rustbalance.toml")]
+        config: PathBuf,
+    },
+    /// Ask the running node for its status.
+    Status {
+        /// Configuration file (for the status endpoint's address).
+        #[arg(short, long, default_value = "rustbalance/rustbalance.toml")]
+        config: PathBuf,
+        /// Print the JSON snapshot.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Master identity keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Show the onion address of an identity secret (C tor or PKCS8 PEM).
+    Show {
+        /// The key file.
+        key: PathBuf,
+    },
+    /// Convert an identity secret (C tor or PKCS8 PEM) to C tor's format (0600).
+    Import {
+        /// The key file to read.
+        key: PathBuf,
+        /// Where to write hs_ed25519_secret_key (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Generate a new identity secret in C tor's format (0600).
+    Generate {
+        /// Where to write it (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Entry point of the `rustbalance` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rustbalance: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init {
+            target,
+            dir,
+            import,
+            node_id,
+            arti_config,
+            status_listen,
+        } => {
+            let address = init(&InitOptions {
+                target,
+                dir: dir.clone(),
+                import,
+                node_id,
+                arti_config,
+                status_listen,
+            })?;
+            println!("master address: {address}");
+            println!("config: {}", dir.join(CONFIG_FILE).display());
+            println!(
+                "run it with: rustbalance run -c {}",
+                dir.join(CONFIG_FILE).display()
+            );
+            Ok(())
+        }
+        Command::Run { config } => {
+            let config =
+                Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
+            init_logging();
+            tokio_runtime()?.block_on(async move {
+                let (tx, rx) = watch::channel(false);
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    tracing::info!("signal received: shutting down");
+                    let _ = tx.send(true);
+                    // Keep the sender alive so tasks see `true`, not a closed channel.
+                    std::future::pending::<()>().await;
+                });
+                daemon::run(config, rx).await
+            })?;
+            Ok(())
+        }
+        Command::Status { config, json } => {
+            let config =
+                Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
+            let snapshot = tokio_runtime()?.block_on(status::fetch(config.status.listen))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&snapshot)?);
+            } else {
+                print!("{}", snapshot.render());
+            }
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Show { key }) => {
+            println!("{}", daemon_keys_load(&key)?.onion_address());
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Import { key, out }) => {
+            let id = daemon_keys_load(&key)?;
+            id.write_ctor_secret_key_file(&out)?;
+            println!("{} written to {}", id.onion_address(), out.display());
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Generate { out }) => {
+            let id = MasterIdentity::generate(&mut rand::rng());
+            id.write_ctor_secret_key_file(&out)?;
+            println!("{} written to {}", id.onion_address(), out.display());
+            Ok(())
+        }
+    }
+}
+
+fn daemon_keys_load(path: &Path) -> anyhow::Result<MasterIdentity> {
+    Ok(daemon::keys::load_identity(path)?)
+}
+
+/// The config file `init` writes inside its directory.
+pub const CONFIG_FILE: &str = "rustbalance.toml";
+/// The key file `init` writes inside its directory.
+pub const KEY_FILE: &str = "hs_ed25519_secret_key";
+
+/// What `rustbalance init` needs.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Target address (host:port or onion:port).
+    pub target: String,
+    /// Node directory.
+    pub dir: PathBuf,
+    /// Identity to import instead of generating one.
+    pub import: Option<PathBuf>,
+    /// Node id.
+    pub node_id: String,
+    /// Arti configuration file.
+    pub arti_config: Option<PathBuf>,
+    /// Status endpoint.
+    pub status_listen: String,
+}
+
+/// Creates a node directory: identity key (0600), config (validated before it is written).
+/// Returns the master address.
+pub fn init(opts: &InitOptions) -> anyhow::Result<OnionAddress> {
+    let config_path = opts.dir.join(CONFIG_FILE);
+    if config_path.exists() {
+        bail!(
+            "{} exists: refusing to overwrite a node",
+            config_path.display()
+        );
+    }
+    std::fs::create_dir_all(&opts.dir)
+        .with_context(|| format!("creating {}", opts.dir.display()))?;
+    let identity = match &opts.import {
+        Some(p) => daemon_keys_load(p)?,
+        None => MasterIdentity::generate(&mut rand::rng()),
+    };
+    let address = identity.onion_address();
+    let arti = match &opts.arti_config {
+        Some(p) => {
+            let abs = std::path::absolute(p).with_context(|| format!("{}", p.display()))?;
+            format!("arti_config = {:?}\n", abs.display().to_string())
+        }
+        None => String::new(),
+    };
+    let text = format!(
+        "# RustBalance node configuration (every key: docs/CONFIG.md).\n\
+         [node]\nid = {:?}\npriority = 100\n\n\
+         [master]\nonion_address = \"{address}\"\nkey = \"{KEY_FILE}\"\n\n\
+         [target]\naddress = {:?}\nvirtual_ports = [80]\n\n\
+         [tor]\nstate_dir = \"arti-state\"\ncache_dir = \"arti-cache\"\n{arti}\n\
+         [status]\nlisten = {:?}\n",
+        opts.node_id, opts.target, opts.status_listen
+    );
+    // Validate before writing anything that a failed init would leave behind.
+    let key_path = opts.dir.join(KEY_FILE);
+    identity.write_ctor_secret_key_file(&key_path)?;
+    if let Err(e) = Config::from_toml(&text, &opts.dir) {
+        let _ = std::fs::remove_file(&key_path);
+        return Err(e).context("the configuration init would write is invalid");
+    }
+    std::fs::write(&config_path, text)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    Ok(address)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_writes_a_valid_node_and_refuses_to_overwrite() {
+        let dir = std::env::temp_dir().join(format!("rb-init-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let opts = InitOptions {
+            target: "127.0.0.1:8080".into(),
+            dir: dir.clone(),
+            import: None,
+            node_id: "n1".into(),
+            arti_config: None,
+            status_listen: "127.0.0.1:9191".into(),
+        };
+        let address = init(&opts).unwrap();
+        let config = Config::load(&dir.join(CONFIG_FILE)).unwrap();
+        assert_eq!(config.master.onion_address, address);
+        let key = daemon_keys_load(&dir.join(KEY_FILE)).unwrap();
+        assert_eq!(key.onion_address(), address);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = init(&opts).unwrap_err().to_string();
+        assert!(again.contains("refusing to overwrite"), "{again}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn init_with_a_bad_target_leaves_nothing_behind() {
+        let dir = std::env::temp_dir().join(format!("rb-init-bad-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let opts = InitOptions {
+            target: "no-port".into(),
+            dir: dir.clone(),
+            import: None,
+            node_id: "n1".into(),
+            arti_config: None,
+            status_listen: "127.0.0.1:9191".into(),
+        };
+        let err = format!("{:#}", init(&opts).unwrap_err());
+        assert!(err.contains("target.address"), "{err}");
+        assert!(!dir.join(KEY_FILE).exists() && !dir.join(CONFIG_FILE).exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

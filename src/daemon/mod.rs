@@ -1,0 +1,195 @@
+//! Wiring of one node (`rustbalance run`): configuration in, tasks out.
+//!
+//! Start-up order: status endpoint (fails fast on a taken port) → master keys (the configured
+//! identity must be the master address) → embedded Arti (bootstrap with progress in the log) →
+//! keystore prepared (public identity + blinded keys of the relevant periods; never the
+//! identity secret) → master service launched and checked → the stream task (every rendezvous
+//! stream to the [`Proxy`]) and the publisher task ([`publish_loop`]). Every task ends when the
+//! shutdown channel turns true; the caller owns the signal handling.
+
+pub mod keys;
+mod publish;
+mod streams;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arti_client::config::{CfgPath, TorClientConfigBuilder};
+use arti_client::TorClient;
+use futures::StreamExt;
+use tokio::sync::watch;
+use tor_hsservice::config::OnionServiceConfigBuilder;
+use tor_rtcompat::PreferredRuntime;
+
+use crate::config::Config;
+use crate::hosting::{self, HostingError};
+use crate::keys::KeyError;
+use crate::proxy::Proxy;
+use crate::status::{self, Snapshot, StatusError};
+
+pub use keys::KeySource;
+pub use publish::publish_loop;
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The status endpoint.
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    /// The master keys.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The configured key is not the master address's.
+    #[error("master.key holds the identity of {found}, but master.onion_address is {master}")]
+    WrongMasterKey {
+        /// The key's address.
+        found: String,
+        /// The configured master address.
+        master: String,
+    },
+    /// The Arti configuration file.
+    #[error("tor.arti_config {path}: {problem}")]
+    ArtiConfig {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Arti failed.
+    #[error("Arti: {what}: {source}")]
+    Arti {
+        /// What was being done.
+        what: &'static str,
+        /// Arti's error.
+        source: arti_client::Error,
+    },
+    /// The keystore or intro points.
+    #[error(transparent)]
+    Hosting(#[from] HostingError),
+    /// The onion service could not be launched as the master.
+    #[error("launching the master onion service: {0}")]
+    Launch(String),
+}
+
+fn arti(what: &'static str) -> impl FnOnce(arti_client::Error) -> DaemonError {
+    move |source| DaemonError::Arti { what, source }
+}
+
+/// The embedded Arti client's configuration: the optional Arti file, then our storage paths.
+pub fn arti_config(config: &Config) -> Result<arti_client::TorClientConfig, DaemonError> {
+    let mut builder = match &config.tor.arti_config {
+        Some(path) => {
+            let bad = |problem: String| DaemonError::ArtiConfig {
+                path: path.display().to_string(),
+                problem,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+            toml::from_str::<TorClientConfigBuilder>(&text).map_err(|e| bad(e.to_string()))?
+        }
+        None => TorClientConfigBuilder::default(),
+    };
+    builder
+        .storage()
+        .state_dir(CfgPath::new_literal(&config.tor.state_dir))
+        .cache_dir(CfgPath::new_literal(&config.tor.cache_dir));
+    builder.build().map_err(|e| DaemonError::ArtiConfig {
+        path: config
+            .tor
+            .arti_config
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(defaults)".into()),
+        problem: e.to_string(),
+    })
+}
+
+/// Runs the node until `shutdown` turns true.
+pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+    let config = Arc::new(config);
+    let master = config.master.onion_address.clone();
+    let listener = status::bind(config.status.listen).await?;
+    let (snapshots, snapshot_rx) =
+        watch::channel(Snapshot::starting(&config.node.id, &master.to_string()));
+    let status_task = tokio::spawn(status::serve(listener, snapshot_rx, shutdown.clone()));
+    tracing::info!(node = %config.node.id, master = %master, status = %config.status.listen, "starting");
+
+    let key_source = KeySource::load(&config.master)?;
+    let arti_config = arti_config(&config)?;
+    let client = TorClient::builder()
+        .config(arti_config)
+        .create_unbootstrapped()
+        .map_err(arti("create client"))?;
+    let client: Arc<TorClient<PreferredRuntime>> = client;
+    let mut events = client.bootstrap_events();
+    let progress = tokio::spawn(async move {
+        let mut last = String::new();
+        while let Some(ev) = events.next().await {
+            let now = format!("{ev}");
+            if now != last {
+                tracing::info!(progress = %now, "bootstrapping");
+                last = now;
+            }
+            if ev.ready_for_traffic() {
+                break;
+            }
+        }
+    });
+    let mut stop = shutdown.clone();
+    tokio::select! {
+        r = client.bootstrap() => r.map_err(arti("bootstrap"))?,
+        _ = stop.wait_for(|s| *s) => return Ok(()),
+    }
+    progress.abort();
+    tracing::info!("bootstrapped");
+
+    let nick = hosting::nickname();
+    let keymgr = client.keymgr().map_err(arti("key manager"))?;
+    hosting::install_public_identity(keymgr, &nick, master.public_key())?;
+    keys::sync_for_netdir(&client, &key_source, &master)?;
+    hosting::precheck(keymgr, &nick, &master)?;
+
+    let svc_config = OnionServiceConfigBuilder::default()
+        .nickname(nick.clone())
+        .num_intro_points(config.publish.intro_points)
+        .build()
+        .map_err(|e| DaemonError::Launch(e.to_string()))?;
+    let (service, requests) = client
+        .launch_onion_service(svc_config)
+        .map_err(arti("launch onion service"))?
+        .ok_or_else(|| {
+            DaemonError::Launch("onion services are disabled in the Arti configuration".into())
+        })?;
+    if service.onion_address() != Some(master.hs_id()) {
+        let found = service
+            .onion_address()
+            .and_then(|id| tor_hscrypto::pk::HsIdKey::try_from(id).ok())
+            .map(|k| crate::keys::OnionAddress::from(&k).to_string())
+            .unwrap_or_else(|| "no identity".into());
+        return Err(DaemonError::Launch(format!(
+            "Arti launched {found}, not the master address {master}"
+        )));
+    }
+    tracing::info!(address = %master, "master onion service launched");
+
+    let proxy = Proxy::from_config(&config.target, &client, shutdown.clone());
+    let streams_task = tokio::spawn(streams::serve(
+        requests,
+        proxy.clone(),
+        config.target.virtual_ports.clone(),
+        shutdown.clone(),
+    ));
+    publish_loop(
+        Arc::clone(&client),
+        Arc::clone(&config),
+        key_source,
+        proxy,
+        snapshots,
+        shutdown,
+    )
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), streams_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), status_task).await;
+    drop(service);
+    tracing::info!("stopped");
+    Ok(())
+}
