@@ -1,0 +1,390 @@
+//! The real `rustbalance` binary, end to end, on the private Tor network: `init`, `run`,
+//! `status`, a real C-tor client fetching through the master address, signals, and the errors
+//! an operator sees for bad input.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use testnet::client::{http_get_via_socks, ControlConn, HttpResponse, RequestError};
+use testnet::Description;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rustbalance");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn rustbalance(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run rustbalance")
+}
+
+/// A node directory made by `rustbalance init`, and its daemon once started.
+struct Node {
+    dir: PathBuf,
+    config: PathBuf,
+    address: String,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn init(name: &str, target: &str, net: &Description) -> Node {
+        let dir = scratch(name);
+        let status = format!("127.0.0.1:{}", free_port());
+        let out = rustbalance(&[
+            "init",
+            "--target",
+            target,
+            "--dir",
+            dir.to_str().unwrap(),
+            "--arti-config",
+            net.arti_config.to_str().unwrap(),
+            "--status-listen",
+            &status,
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let address = text
+            .lines()
+            .find_map(|l| l.strip_prefix("master address: "))
+            .expect("init prints the master address")
+            .to_string();
+        Node {
+            config: dir.join("rustbalance.toml"),
+            dir,
+            address,
+            child: None,
+        }
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.join("daemon.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "-c", self.config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn status(&self) -> Option<serde_json::Value> {
+        let out = rustbalance(&["status", "-c", self.config.to_str().unwrap(), "--json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("status JSON"))
+    }
+
+    /// Waits until a descriptor is on at least one HSDir; returns the status then.
+    fn wait_published(&mut self) -> serde_json::Value {
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = self.status() {
+                let ok = s["periods"].as_array().into_iter().flatten().any(|p| {
+                    p["hsdirs"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|h| h["ok"] == true)
+                });
+                if ok {
+                    eprintln!("published {:.1} s after start", t0.elapsed().as_secs_f64());
+                    return s;
+                }
+            }
+            if let Some(Ok(Some(code))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("daemon exited with {code}:\n{}", self.log());
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "nothing published in 120 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("started");
+        // SAFETY: kill(2) on our own child's PID.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let t0 = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "no exit 30 s after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// GET through the C-tor client with retries (a fresh descriptor may still be propagating).
+fn fetch(net: &Description, onion: &str, path: &str) -> HttpResponse {
+    let t0 = Instant::now();
+    loop {
+        match http_get_via_socks(
+            net.client.socks,
+            onion,
+            80,
+            path,
+            Some(path),
+            Duration::from_secs(60),
+        ) {
+            Ok(r) => return r,
+            Err(e) if t0.elapsed() < Duration::from_secs(120) => {
+                eprintln!("fetch {path}: {e}; retrying");
+                if let Ok(mut c) = ControlConn::connect(
+                    net.client.control,
+                    &net.client.control_cookie,
+                    Duration::from_secs(5),
+                ) {
+                    let _ = c.command("SIGNAL NEWNYM");
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            Err(e) => panic!("C-tor client could not fetch {path} through the master: {e}"),
+        }
+    }
+}
+
+#[test]
+fn tcp_target_small_and_large_files_through_the_master_address() {
+    let net = testnet::fixture::shared().expect("private Tor network");
+    let mut node = Node::init("tcp", &net.target.http.to_string(), net);
+    node.start();
+    let status = node.wait_published();
+    assert_eq!(status["role"], "publisher");
+    assert_eq!(status["master_address"], node.address.as_str());
+    assert!(!status["intro_points"].as_array().unwrap().is_empty());
+
+    let t0 = Instant::now();
+    let page = fetch(net, &node.address, "/");
+    assert_eq!(page.status, 200);
+    assert_eq!(page.body, net.index_body());
+    eprintln!(
+        "index through the master in {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let t1 = Instant::now();
+    let large = fetch(net, &node.address, &net.target.large_path);
+    assert!(
+        large.body == net.large_body(),
+        "large file differs ({} bytes)",
+        large.body.len()
+    );
+    eprintln!(
+        "{} bytes through the master in {:.2} s",
+        large.body.len(),
+        t1.elapsed().as_secs_f64()
+    );
+
+    let s = node.status().unwrap();
+    assert!(s["proxy"]["total"].as_u64().unwrap() >= 2, "{s}");
+    let human = rustbalance(&["status", "-c", node.config.to_str().unwrap()]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains("HSDirs accepted") && human.contains("role Publisher"),
+        "{human}"
+    );
+    assert!(
+        !node.log().contains(&net.target.http.to_string()),
+        "the target address must never be logged"
+    );
+
+    let exit = node.stop();
+    assert!(
+        exit.success(),
+        "SIGTERM must exit cleanly: {exit:?}\n{}",
+        node.log()
+    );
+    assert!(
+        node.status().is_none(),
+        "the status endpoint is gone after shutdown"
+    );
+}
+
+#[test]
+fn onion_target_through_the_embedded_arti_client() {
+    let net = testnet::fixture::shared().expect("private Tor network");
+    let target = format!("{}:{}", net.onion_address().unwrap(), net.target.onion_port);
+    let mut node = Node::init("onion", &target, net);
+    node.start();
+    node.wait_published();
+    let page = fetch(net, &node.address, "/");
+    assert_eq!(page.body, net.index_body());
+    let large = fetch(net, &node.address, &net.target.large_path);
+    assert!(
+        large.body == net.large_body(),
+        "large file differs ({} bytes)",
+        large.body.len()
+    );
+    assert!(
+        !node.log().contains(net.onion_address().unwrap()),
+        "the target onion must never be logged"
+    );
+}
+
+#[test]
+fn target_down_gives_a_closed_stream_and_the_daemon_stays_up() {
+    let net = testnet::fixture::shared().expect("private Tor network");
+    let dead = format!("127.0.0.1:{}", free_port());
+    let mut node = Node::init("down", &dead, net);
+    node.start();
+    node.wait_published();
+    let t0 = Instant::now();
+    // The descriptor may still be propagating: retry until the refusal (not a descriptor or
+    // intro failure) comes back.
+    let refusal = loop {
+        match http_get_via_socks(
+            net.client.socks,
+            &node.address,
+            80,
+            "/",
+            Some("down"),
+            Duration::from_secs(60),
+        ) {
+            Err(RequestError::Socks { code, reason, .. }) if code < 0xF0 => break (code, reason),
+            Ok(r) => panic!("expected a refused stream, got HTTP {}", r.status),
+            Err(e) => {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(120),
+                    "never refused cleanly: {e}"
+                );
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        }
+    };
+    eprintln!(
+        "refused with SOCKS {:#04x} ({}) after {:.1} s",
+        refusal.0,
+        refusal.1,
+        t0.elapsed().as_secs_f64()
+    );
+    // The status snapshot refreshes every second.
+    let t1 = Instant::now();
+    loop {
+        let s = node.status().expect("the daemon is still up");
+        if s["proxy"]["failed_connects"].as_u64().unwrap() >= 1 {
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(10),
+            "failed connect not counted: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        node.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "daemon still running"
+    );
+}
+
+#[test]
+fn bad_inputs_are_refused_with_clear_errors() {
+    // A bad config value names the key.
+    let dir = scratch("badcfg");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = rustbalance(&[
+        "init",
+        "--target",
+        "127.0.0.1:9",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let cfg = dir.join("rustbalance.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("priority = 100", "priority = 100\nintro_points = 3"),
+    )
+    .unwrap();
+    let out = rustbalance(&["run", "-c", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field `intro_points`"), "{err}");
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "virtual_ports = [80]",
+            "virtual_ports = [80]\nconnect_timeout = \"never\"",
+        ),
+    )
+    .unwrap();
+    let err = String::from_utf8_lossy(&rustbalance(&["run", "-c", cfg.to_str().unwrap()]).stderr)
+        .into_owned();
+    assert!(err.contains("target.connect_timeout = \"never\""), "{err}");
+
+    // A key of another identity is refused before anything starts.
+    std::fs::write(&cfg, &text).unwrap();
+    let other = dir.join("other_key");
+    assert!(
+        rustbalance(&["keys", "generate", "--out", other.to_str().unwrap()])
+            .status
+            .success()
+    );
+    std::fs::rename(&other, dir.join("hs_ed25519_secret_key")).unwrap();
+    let err = String::from_utf8_lossy(&rustbalance(&["run", "-c", cfg.to_str().unwrap()]).stderr)
+        .into_owned();
+    assert!(err.contains("master.key holds the identity of"), "{err}");
+
+    // A key readable by others is refused, with the fix.
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.join("hs_ed25519_secret_key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err =
+        String::from_utf8_lossy(&rustbalance(&["keys", "show", key.to_str().unwrap()]).stderr)
+            .into_owned();
+    assert!(err.contains("chmod 600"), "{err}");
+    // A truncated key file says what is wrong.
+    std::fs::write(&key, b"== ed25519v1-secret: type0 ==\0\0\0short").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err =
+        String::from_utf8_lossy(&rustbalance(&["keys", "show", key.to_str().unwrap()]).stderr)
+            .into_owned();
+    assert!(
+        err.to_lowercase().contains("length") || err.contains("bytes"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
