@@ -144,6 +144,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { config, json } => {
+            // `rustbalance status | head` ends quietly, like other Unix tools.
+            // SAFETY: restoring SIGPIPE's default disposition; no other thread runs yet.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
             let config =
                 Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
             let snapshot = tokio_runtime()?.block_on(status::fetch(config.status.listen))?;

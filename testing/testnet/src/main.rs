@@ -60,6 +60,11 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Behave like other Unix tools when the reader goes away (`testnet status | head`).
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
