@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use tor_llcrypto::pk::keymanip::BlindingError;
+
 /// An error from the `keys` module.
 ///
 /// File errors name the file; address errors name the part of the address that is wrong.
@@ -171,4 +173,133 @@ pub enum KeyError {
     /// The onion address's key part is not a valid ed25519 public key.
     #[error("invalid v3 onion address: the key is not a valid ed25519 public key")]
     AddressNotAKey,
+    /// A key directory could not be listed.
+    #[error("cannot read key directory {}: {source}", path.display())]
+    ReadDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A key directory could not be created.
+    #[error("cannot create key directory {}: {source}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A path that must be a directory is something else.
+    #[error("{} is not a directory", path.display())]
+    NotADirectory {
+        /// The offending path.
+        path: PathBuf,
+    },
+
+    /// A blinded key file does not have the fixed length of its format.
+    #[error(
+        "blinded key file {} has the wrong length: expected {expected} bytes, got {got} \
+         (truncated, or not a rustbalance-blinded-v1 file)",
+        path.display()
+    )]
+    BlindedLength {
+        /// The key file.
+        path: PathBuf,
+        /// The length the format requires.
+        expected: u64,
+        /// The length found.
+        got: u64,
+    },
+
+    /// A blinded key file does not start with `== rustbalance-blinded-v1 ==` and NUL padding.
+    #[error(
+        "blinded key file {} does not start with the tag \"== rustbalance-blinded-v1 ==\": \
+         not a RustBalance blinded key file, or one of an unsupported version",
+        path.display()
+    )]
+    BlindedTag {
+        /// The key file.
+        path: PathBuf,
+    },
+
+    /// A blinded key file was exported from another master identity.
+    #[error(
+        "blinded key file {} is for the master {found}, not the configured master {expected}",
+        path.display()
+    )]
+    BlindedWrongMaster {
+        /// The key file.
+        path: PathBuf,
+        /// The master address recorded in the file.
+        found: String,
+        /// The configured master address.
+        expected: String,
+    },
+
+    /// A blinded key file records a time period that cannot exist.
+    #[error("blinded key file {} records an invalid time period: {reason}", path.display())]
+    BlindedBadPeriod {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with the period.
+        reason: String,
+    },
+
+    /// A blinded key file's name and contents disagree on the time period.
+    #[error(
+        "blinded key file {} is named for period {name_slug} but holds the key of period \
+         {file_slug} (renamed file?)",
+        path.display()
+    )]
+    BlindedNameMismatch {
+        /// The key file.
+        path: PathBuf,
+        /// The period slug in the file name (`<interval>_<length min>_<offset s>`).
+        name_slug: String,
+        /// The period slug recorded inside the file.
+        file_slug: String,
+    },
+
+    /// A blinded key file's secret is not the master's blinded key for its period.
+    #[error(
+        "blinded key file {} does not hold the master's blinded key for period {period} \
+         (corrupted or tampered with)",
+        path.display()
+    )]
+    BlindedKeyMismatch {
+        /// The key file.
+        path: PathBuf,
+        /// The period slug recorded inside the file.
+        period: String,
+    },
+
+    /// Blinding the master identity for a period failed (not expected for a valid key).
+    #[error("cannot blind the master identity for period {period}: {source}")]
+    Blinding {
+        /// The period slug.
+        period: String,
+        /// The cause.
+        #[source]
+        source: BlindingError,
+    },
+
+    /// The number of periods to export is out of range.
+    #[error("cannot export {count} blinded keys: between 1 and {max} periods may be exported")]
+    ExportCount {
+        /// The number requested.
+        count: u64,
+        /// The largest number allowed.
+        max: u32,
+    },
+
+    /// A time period cannot be formed from the given parameters.
+    #[error("invalid time period: {reason}")]
+    InvalidTimePeriod {
+        /// What is wrong.
+        reason: String,
+    },
 }

@@ -9,22 +9,31 @@
 //!   \[ONIONADDRESS\]) that yields the public identity key;
 //! - the file-permission policy for secret key files: a file whose mode grants group or other
 //!   any access is refused, and files we create are `0600`;
+//! - offline-master mode's blinded keys ([`export_blinded`], [`load_blinded_dir`],
+//!   [`BlindedKey`]): one file per time period holding the master's blinded keypair
+//!   (`KS_hs_blind_id`) with the master public key and the period it is for, so nodes never need
+//!   the identity secret; loading verifies each key against the master's public identity;
 //! - [`KeyError`], the errors of all of the above, each naming the file (or the address part)
 //!   and what is wrong.
 //!
 //! What it must never do: put secret key bytes in an error, a `Debug` string or a log; overwrite
-//! an existing key file; do network I/O. It does not blind keys or touch Arti's keystore: callers
-//! use [`MasterIdentity::hs_id_keypair`] with tor-hscrypto for that.
+//! an existing key file; do network I/O; touch Arti's keystore (the `hosting` module installs the
+//! blinded keys there). Blinding itself is tor-hscrypto's (`compute_blinded_key`).
 //!
 //! The crypto and the address encoding are Arti's (tor-hscrypto `HsIdKeypair`/`HsId`,
 //! tor-llcrypto ed25519); only the two file formats are parsed here, because tor-keymgr's C tor
 //! parser is private to its directory-based keystore.
 
 mod address;
+mod blinded;
 mod error;
 mod fsutil;
 mod identity;
 
 pub use address::OnionAddress;
+pub use blinded::{
+    covering, export_blinded, export_count_for_days, load_blinded_dir, period_at, BlindedKey,
+    BLINDED_FILE_LEN, MAX_EXPORT_PERIODS,
+};
 pub use error::KeyError;
 pub use identity::MasterIdentity;
