@@ -45,19 +45,29 @@ struct Node {
 
 impl Node {
     fn init(name: &str, target: &str, net: &Description) -> Node {
+        Node::init_with(name, target, net, &[])
+    }
+
+    fn init_with(name: &str, target: &str, net: &Description, extra: &[&str]) -> Node {
         let dir = scratch(name);
         let status = format!("127.0.0.1:{}", free_port());
-        let out = rustbalance(&[
-            "init",
-            "--target",
-            target,
-            "--dir",
-            dir.to_str().unwrap(),
-            "--arti-config",
-            net.arti_config.to_str().unwrap(),
-            "--status-listen",
-            &status,
-        ]);
+        let out = rustbalance(
+            &[
+                "init",
+                "--target",
+                target,
+                "--dir",
+                dir.to_str().unwrap(),
+                "--arti-config",
+                net.arti_config.to_str().unwrap(),
+                "--status-listen",
+                &status,
+            ]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect::<Vec<_>>(),
+        );
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
@@ -387,4 +397,84 @@ fn bad_inputs_are_refused_with_clear_errors() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Offline-master mode: the identity secret stays on an "offline" machine; the node gets only
+/// exported blinded keys, and the master address is still served.
+#[test]
+fn offline_master_node_serves_with_blinded_keys_only() {
+    let net = testnet::fixture::shared().expect("private Tor network");
+    let offline = scratch("offline-master");
+    std::fs::create_dir_all(&offline).unwrap();
+    let key = offline.join("hs_ed25519_secret_key");
+    assert!(
+        rustbalance(&["keys", "generate", "--out", key.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let mut node = Node::init_with(
+        "offline-node",
+        &net.target.http.to_string(),
+        net,
+        &["--import", key.to_str().unwrap()],
+    );
+
+    // Export a day of blinded keys for this network's time periods, then take the identity
+    // secret off the node.
+    let blinded = node.dir.join("blinded");
+    let out = rustbalance(&[
+        "keys",
+        "export-blinded",
+        key.to_str().unwrap(),
+        "--out",
+        blinded.to_str().unwrap(),
+        "--days",
+        "1",
+        "--period-length",
+        &net.hsdir_interval_minutes.to_string(),
+        "--period-offset",
+        &(12 * net.voting_interval_secs).to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
+    std::fs::remove_file(node.dir.join("hs_ed25519_secret_key")).unwrap();
+    let cfg = std::fs::read_to_string(&node.config).unwrap();
+    std::fs::write(
+        &node.config,
+        cfg.replace(
+            "key = \"hs_ed25519_secret_key\"",
+            "blinded_keys = \"blinded\"",
+        ),
+    )
+    .unwrap();
+
+    node.start();
+    node.wait_published();
+    let page = fetch(net, &node.address, "/");
+    assert_eq!(page.body, net.index_body());
+
+    // Nowhere under the node's directory is there an identity secret.
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, found);
+            } else if p
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("ks_hs_id")
+                || p.file_name().unwrap() == "hs_ed25519_secret_key"
+            {
+                found.push(p);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(&node.dir, &mut found);
+    assert!(found.is_empty(), "identity secret on the node: {found:?}");
 }

@@ -80,6 +80,24 @@ enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Export blinded keys for the coming days (offline-master mode): run this where the identity
+    /// secret lives, copy the directory to the nodes, set `master.blinded_keys` to it.
+    ExportBlinded {
+        /// The identity secret (C tor or PKCS8 PEM).
+        key: PathBuf,
+        /// Directory to write the keys into (created 0700; existing keys are never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// How many days ahead the keys must cover (from the previous period on).
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        /// Time-period length in minutes (1440 on the public network; 6 on the private test network).
+        #[arg(long, default_value_t = 1440)]
+        period_length: u32,
+        /// Time-period offset in seconds (43200 on the public network; 180 on the test network).
+        #[arg(long, default_value_t = 43200)]
+        period_offset: u32,
+    },
     /// Generate a new identity secret in C tor's format (0600).
     Generate {
         /// Where to write it (must not exist).
@@ -167,6 +185,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let id = daemon_keys_load(&key)?;
             id.write_ctor_secret_key_file(&out)?;
             println!("{} written to {}", id.onion_address(), out.display());
+            Ok(())
+        }
+        Command::Keys(KeysCommand::ExportBlinded {
+            key,
+            out,
+            days,
+            period_length,
+            period_offset,
+        }) => {
+            let id = daemon_keys_load(&key)?;
+            let current =
+                crate::keys::period_at(std::time::SystemTime::now(), period_length, period_offset)?;
+            let first = current.prev().unwrap_or(current);
+            let count = crate::keys::export_count_for_days(days, period_length)? + 1;
+            let files = crate::keys::export_blinded(&id, first, count, &out)?;
+            println!(
+                "{} blinded keys of {} for periods {} .. {} written to {}",
+                files.len(),
+                id.onion_address(),
+                first.interval_num(),
+                first.interval_num() + u64::from(count) - 1,
+                out.display()
+            );
             Ok(())
         }
         Command::Keys(KeysCommand::Generate { out }) => {

@@ -1,7 +1,7 @@
 //! Where this node's blinded keys come from, and keeping Arti's keystore in step with the
 //! network's time periods.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use arti_client::TorClient;
 use tor_hscrypto::pk::HsBlindIdKeypair;
@@ -12,12 +12,38 @@ use tor_rtcompat::PreferredRuntime;
 use super::DaemonError;
 use crate::config::{MasterConfig, MasterKeys};
 use crate::hosting::{self, HostingError};
-use crate::keys::{KeyError, MasterIdentity, OnionAddress};
+use crate::keys::{load_blinded_dir, BlindedKey, KeyError, MasterIdentity, OnionAddress};
 
 /// The source of blinded keys.
 pub enum KeySource {
     /// The identity secret is on this node: blinded keys are computed for any period.
     Identity(MasterIdentity),
+    /// Offline-master mode: blinded keys exported ahead of time, re-read from their directory
+    /// whenever the periods change (so fresh keys can be dropped in without a restart).
+    BlindedDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The master the keys must belong to.
+        master: OnionAddress,
+        /// The keys loaded last.
+        keys: Vec<BlindedKey>,
+    },
+}
+
+/// A period this node has no blinded key for.
+#[derive(Debug, thiserror::Error)]
+pub enum KeySourceError {
+    /// Blinding failed.
+    #[error(transparent)]
+    Hosting(#[from] HostingError),
+    /// Offline mode and the directory lacks the period.
+    #[error("no blinded key for period {period} in {dir}: export more with `rustbalance keys export-blinded`")]
+    Missing {
+        /// The period slug.
+        period: String,
+        /// The directory.
+        dir: String,
+    },
 }
 
 impl KeySource {
@@ -35,19 +61,44 @@ impl KeySource {
                 }
                 Ok(KeySource::Identity(identity))
             }
-            MasterKeys::BlindedDir(dir) => Err(DaemonError::Launch(format!(
-                "master.blinded_keys ({}): offline-master mode is not available yet; use master.key",
-                dir.display()
-            ))),
+            MasterKeys::BlindedDir(dir) => {
+                let keys = load_blinded_dir(dir, &master.onion_address)?;
+                tracing::info!(dir = %dir.display(), keys = keys.len(), "offline master: blinded keys loaded");
+                Ok(KeySource::BlindedDir {
+                    dir: dir.clone(),
+                    master: master.onion_address.clone(),
+                    keys,
+                })
+            }
+        }
+    }
+
+    /// Re-reads the blinded-key directory (offline mode); keeps the old keys if it fails.
+    pub fn reload(&mut self) {
+        if let KeySource::BlindedDir { dir, master, keys } = self {
+            match load_blinded_dir(dir, master) {
+                Ok(k) => *keys = k,
+                Err(e) => {
+                    tracing::warn!(error = %e, "blinded-key directory not re-read; keeping the keys loaded before")
+                }
+            }
         }
     }
 
     /// The blinded keypair for a period, if this source has it.
-    pub fn blinded(&self, tp: TimePeriod) -> Result<HsBlindIdKeypair, HostingError> {
+    pub fn blinded(&self, tp: TimePeriod) -> Result<HsBlindIdKeypair, KeySourceError> {
         match self {
             KeySource::Identity(id) => Ok(hosting::blind_for_periods(id.hs_id_keypair(), &[tp])?
                 .remove(0)
                 .1),
+            KeySource::BlindedDir { dir, keys, .. } => keys
+                .iter()
+                .find(|k| k.period == tp)
+                .map(BlindedKey::to_keypair)
+                .ok_or_else(|| KeySourceError::Missing {
+                    period: hosting::period_slug(tp),
+                    dir: dir.display().to_string(),
+                }),
         }
     }
 }
@@ -97,11 +148,21 @@ pub fn sync_for_netdir(
         .map_err(super::arti("directory manager"))?
         .timely_netdir()
         .map_err(|e| DaemonError::Launch(format!("no usable network directory: {e}")))?;
-    let periods = wanted_periods(&netdir);
-    let wanted = periods
-        .iter()
-        .map(|tp| source.blinded(*tp).map(|k| (*tp, k)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let wanted_all = wanted_periods(&netdir);
+    let current = netdir.hs_time_period();
+    let mut wanted = Vec::new();
+    let mut periods = Vec::new();
+    for tp in wanted_all {
+        match source.blinded(tp) {
+            Ok(k) => {
+                wanted.push((tp, k));
+                periods.push(tp);
+            }
+            // Without the current period's key no client can connect: refuse.
+            Err(e) if tp == current => return Err(DaemonError::Launch(e.to_string())),
+            Err(e) => tracing::warn!(error = %e, "blinded key missing for a neighbouring period"),
+        }
+    }
     let keymgr = client.keymgr().map_err(super::arti("key manager"))?;
     let removed =
         hosting::sync_blinded_keys(keymgr, &hosting::nickname(), master.public_key(), wanted)?;

@@ -27,7 +27,7 @@ use crate::keys::KeyError;
 use crate::proxy::Proxy;
 use crate::status::{self, Snapshot, StatusError};
 
-pub use keys::KeySource;
+pub use keys::{KeySource, KeySourceError};
 pub use publish::publish_loop;
 
 /// Why the daemon could not start or had to stop.

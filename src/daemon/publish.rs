@@ -133,7 +133,7 @@ fn rings(netdir: &NetDir, master: &OnionAddress) -> Vec<(String, Vec<String>)> {
 pub async fn publish_loop(
     client: Arc<TorClient<PreferredRuntime>>,
     config: Arc<Config>,
-    key_source: KeySource,
+    mut key_source: KeySource,
     proxy: Proxy,
     snapshots: watch::Sender<Snapshot>,
     mut shutdown: watch::Receiver<bool>,
@@ -163,6 +163,7 @@ pub async fn publish_loop(
             }
         };
         if keys::wanted_periods(&netdir) != held {
+            key_source.reload();
             match keys::sync_for_netdir(&client, &key_source, &master) {
                 Ok(p) => held = p,
                 Err(e) => tracing::warn!(error = %e, "could not update blinded keys"),
