@@ -478,3 +478,88 @@ fn offline_master_node_serves_with_blinded_keys_only() {
     walk(&node.dir, &mut found);
     assert!(found.is_empty(), "identity secret on the node: {found:?}");
 }
+
+/// The descriptor the network actually serves, as a C-tor client cached it, decrypts with the
+/// master's public key and lists exactly the intro points the daemon says it hosts.
+#[test]
+fn the_descriptor_a_c_tor_client_uses_lists_exactly_this_nodes_intro_points() {
+    use tor_checkable::Timebound;
+    use tor_hscrypto::pk::HsBlindIdKey;
+    use tor_hscrypto::time::TimePeriod;
+    use tor_netdoc::doc::hsdesc::HsDesc;
+
+    let net = testnet::fixture::shared().expect("private Tor network");
+    let mut node = Node::init("desc", &net.target.http.to_string(), net);
+    node.start();
+    let status = node.wait_published();
+    assert_eq!(fetch(net, &node.address, "/").body, net.index_body());
+
+    let master: rustbalance::keys::OnionAddress = node.address.parse().unwrap();
+    let short = node.address.trim_end_matches(".onion");
+    let mut control = ControlConn::connect(
+        net.client.control,
+        &net.client.control_cookie,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let text = control
+        .getinfo(&format!("hs/client/desc/id/{short}"))
+        .expect("the client cached the descriptor");
+    // Which period the client used is the client's business: try the periods we published for.
+    let periods: Vec<TimePeriod> = status["periods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let slug = p["period"].as_str().unwrap();
+            let parts: Vec<u64> = slug.split('_').map(|x| x.parse().unwrap()).collect();
+            TimePeriod::from_parts(parts[1] as u32, parts[0], parts[2] as u32)
+        })
+        .collect();
+    let desc = periods
+        .iter()
+        .find_map(|tp| {
+            let (blind, subcred) = master.public_key().compute_blinded_key(*tp).ok()?;
+            let blind: HsBlindIdKey = blind;
+            match HsDesc::parse_decrypt_validate(&text, &blind.id(), &subcred, None) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    eprintln!(
+                        "(the cached descriptor is not for period {}: {e})",
+                        tp.interval_num()
+                    );
+                    None
+                }
+            }
+        })
+        .expect("the served descriptor decrypts with the master's public key")
+        .if_valid_at(&std::time::SystemTime::now())
+        .expect("the served descriptor is valid now");
+    let mut served: Vec<String> = desc
+        .intro_points()
+        .iter()
+        .map(|ipt| {
+            ipt.link_specifiers()
+                .iter()
+                .find_map(|ls| match ls.parse() {
+                    Ok(tor_linkspec::LinkSpec::RsaId(id)) => Some(id.to_string()),
+                    _ => None,
+                })
+                .expect("intro point names its relay")
+        })
+        .collect();
+    let now = node.status().unwrap();
+    let mut hosted: Vec<String> = now["intro_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["relay"].as_str().unwrap().to_string())
+        .collect();
+    served.sort();
+    hosted.sort();
+    assert_eq!(
+        served, hosted,
+        "served descriptor vs the daemon's intro points"
+    );
+    assert!(!served.is_empty() && served.len() <= 20);
+}

@@ -275,7 +275,10 @@ impl ControlConn {
                 }
                 "-" => out.push(rest.to_string()),
                 "+" => {
+                    // A data block: kept as one entry, byte-exact (every line ends in \n), so
+                    // documents such as descriptors parse as the server sent them.
                     out.push(rest.to_string());
+                    let mut data = String::new();
                     loop {
                         let mut l = String::new();
                         if self
@@ -290,15 +293,17 @@ impl ControlConn {
                         if l == "." {
                             break;
                         }
-                        out.push(l.strip_prefix('.').unwrap_or(l).to_string());
+                        data.push_str(l.strip_prefix('.').unwrap_or(l));
+                        data.push('\n');
                     }
+                    out.push(data);
                 }
                 _ => return Err(RequestError::Control(format!("bad reply line {line:?}"))),
             }
         }
     }
 
-    /// `GETINFO key`: the value (multi-line values joined with `\n`).
+    /// `GETINFO key`: the value (a multi-line value exactly as sent, each line ending in `\n`).
     pub fn getinfo(&mut self, key: &str) -> Result<String, RequestError> {
         let lines = self.command(&format!("GETINFO {key}"))?;
         let mut value = Vec::new();
