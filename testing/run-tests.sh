@@ -23,7 +23,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo build"
-cargo build --workspace --all-targets
+cargo build --workspace --lib --bins --tests
 
 export RUSTBALANCE_TESTNET_DIR="$PWD/target/testnet"
 # A network left behind by an interrupted run is stopped first (only its own PIDs).

@@ -1,0 +1,521 @@
+//! One RustBalance node on the private Tor network: how long until the master address answers
+//! after `rustbalance run`, and what a fetch through it costs next to the C-tor onion service
+//! that serves the same content directly.
+//!
+//! `cargo bench --bench single_node` (harness = false). It PRINTS figures and never asserts a
+//! timing; it does assert correctness (every body is compared byte for byte). Environment:
+//! `RB_BENCH_RUNS` (node starts, default 5), `RB_BENCH_FETCHES` (fetches per kind and path,
+//! default 5), plus the fixture's `RUSTBALANCE_TESTNET_DIR` / `_BIN` / `_KEEP`.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use testnet::client::{socks5_connect, ControlConn};
+use testnet::Description;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rustbalance");
+/// Every socket operation (SOCKS connect, each read and write) and the status commands.
+const OP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a fresh node may take to become reachable before the benchmark gives up.
+const REACH_DEADLINE: Duration = Duration::from_secs(300);
+/// Pause between failed reachability attempts.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+fn env_count(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| panic!("{name}={v:?}: expected a positive integer")),
+        Err(_) => default,
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// The fixture looks for the `testnet` binary beside this executable (target/release under
+/// `cargo bench`); fall back to a debug build if that is the one that exists.
+fn locate_testnet_bin() {
+    if std::env::var_os("RUSTBALANCE_TESTNET_BIN").is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let target = exe.ancestors().nth(3).map(Path::to_path_buf);
+    let found = target.into_iter().flat_map(|t| {
+        ["release", "debug"]
+            .into_iter()
+            .map(move |p| t.join(p).join("testnet"))
+    });
+    if let Some(p) = found.into_iter().find(|p| p.is_file()) {
+        std::env::set_var("RUSTBALANCE_TESTNET_BIN", p);
+    }
+}
+
+/// A node directory made by `rustbalance init`, and its daemon once spawned.
+struct Node {
+    dir: PathBuf,
+    config: PathBuf,
+    address: String,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn init(name: &str, target: &str, net: &Description) -> Node {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("bench-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let status = format!("127.0.0.1:{}", free_port());
+        let out = Command::new(BIN)
+            .args(["init", "--target", target, "--dir"])
+            .arg(&dir)
+            .arg("--arti-config")
+            .arg(&net.arti_config)
+            .args(["--status-listen", &status])
+            .output()
+            .expect("run rustbalance init");
+        assert!(
+            out.status.success(),
+            "rustbalance init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let address = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("master address: "))
+            .expect("init prints the master address")
+            .to_string();
+        Node {
+            config: dir.join("rustbalance.toml"),
+            dir,
+            address,
+            child: None,
+        }
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.join("daemon.log")).expect("create daemon.log");
+        let child = Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn rustbalance run");
+        self.child = Some(child);
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        format!(
+            "--- last lines of {} ---\n{tail}",
+            self.dir.join("daemon.log").display()
+        )
+    }
+
+    /// Panics (with the log tail) if the daemon has exited.
+    fn check_alive(&mut self) {
+        if let Some(Ok(Some(code))) = self.child.as_mut().map(Child::try_wait) {
+            panic!("rustbalance run exited with {code}\n{}", self.log_tail());
+        }
+    }
+
+    fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("node was spawned");
+        // SAFETY: kill(2) on the PID of our own, not yet reaped, child.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let t0 = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for rustbalance") {
+                return status;
+            }
+            if t0.elapsed() > OP_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "rustbalance still running 60 s after SIGTERM\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `rustbalance status --json` shows a period whose descriptor at least one HSDir accepted.
+fn status_published(config: &Path) -> bool {
+    let Ok(out) = Command::new(BIN)
+        .args(["status", "--json", "-c"])
+        .arg(config)
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+        return false;
+    };
+    v["periods"].as_array().into_iter().flatten().any(|p| {
+        p["hsdirs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|h| h["ok"] == true)
+    })
+}
+
+/// One timed GET.
+struct Fetch {
+    /// SOCKS connect start → first response byte.
+    ttfb: Duration,
+    /// First response byte → end of stream.
+    transfer: Duration,
+    /// Body bytes (after the header).
+    body: usize,
+}
+
+/// GET `path` on `host:port` through the C-tor client with its own isolation username, timing
+/// the first byte, and checks the body equals `expected` exactly.
+fn timed_get(
+    net: &Description,
+    host: &str,
+    port: u16,
+    path: &str,
+    user: &str,
+    expected: &[u8],
+) -> Result<Fetch, String> {
+    let t0 = Instant::now();
+    let mut s = socks5_connect(net.client.socks, host, port, Some(user), OP_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("send GET: {e}"))?;
+    let mut raw = Vec::with_capacity(expected.len() + 512);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut first: Option<Instant> = None;
+    loop {
+        let n = s
+            .read(&mut buf)
+            .map_err(|e| format!("read after {} bytes: {e}", raw.len()))?;
+        if n == 0 {
+            break;
+        }
+        first.get_or_insert_with(Instant::now);
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let end = Instant::now();
+    let first = first.ok_or("stream closed before any response byte")?;
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP header end in {} bytes", raw.len()))?;
+    let status_line = String::from_utf8_lossy(
+        &raw[..raw[..head_end]
+            .iter()
+            .position(|b| *b == b'\r')
+            .unwrap_or(head_end)],
+    )
+    .into_owned();
+    if !status_line.starts_with("HTTP/1.0 200") && !status_line.starts_with("HTTP/1.1 200") {
+        return Err(format!("unexpected status line {status_line:?}"));
+    }
+    let body = &raw[head_end + 4..];
+    if body != expected {
+        return Err(format!(
+            "body differs: {} bytes received, {} expected",
+            body.len(),
+            expected.len()
+        ));
+    }
+    Ok(Fetch {
+        ttfb: first - t0,
+        transfer: end - first,
+        body: body.len(),
+    })
+}
+
+fn newnym(net: &Description) {
+    if let Ok(mut c) =
+        ControlConn::connect(net.client.control, &net.client.control_cookie, OP_TIMEOUT)
+    {
+        let _ = c.command("SIGNAL NEWNYM");
+    }
+}
+
+/// What one reachability wait measured.
+struct Reach {
+    reachable: Duration,
+    published: Option<Duration>,
+    attempts: usize,
+}
+
+/// Polls GET / through the master address until it returns the index page; meanwhile another
+/// thread polls `status --json` for the first published period. Times count from `t0`.
+fn wait_reachable(net: &Description, node: &mut Node, t0: Instant, label: &str) -> Reach {
+    let published: Arc<Mutex<Option<Duration>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (published, stop, config) = (published.clone(), stop.clone(), node.config.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if status_published(&config) {
+                    *published.lock().unwrap() = Some(t0.elapsed());
+                    return;
+                }
+                std::thread::sleep(RETRY_PAUSE);
+            }
+        })
+    };
+    let index = net.index_body();
+    let mut attempts = 0;
+    let reachable = loop {
+        attempts += 1;
+        let user = format!("rb-bench-{}-{label}-try{attempts}", std::process::id());
+        match timed_get(net, &node.address, 80, "/", &user, &index) {
+            Ok(_) => break t0.elapsed(),
+            Err(e) => {
+                node.check_alive();
+                if e.starts_with("body differs") || e.starts_with("unexpected status") {
+                    panic!("the master answered wrongly: {e}\n{}", node.log_tail());
+                }
+                if t0.elapsed() > REACH_DEADLINE {
+                    stop.store(true, Ordering::Relaxed);
+                    panic!(
+                        "master {} not reachable {} s after `rustbalance run` ({attempts} \
+                         attempts; last: {e})\n{}",
+                        node.address,
+                        REACH_DEADLINE.as_secs(),
+                        node.log_tail()
+                    );
+                }
+                newnym(net);
+                std::thread::sleep(RETRY_PAUSE);
+            }
+        }
+    };
+    // The status snapshot refreshes about once a second: give it a moment to catch up.
+    let grace = Instant::now();
+    while !watcher.is_finished() && grace.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().expect("status watcher");
+    let published = *published.lock().unwrap();
+    Reach {
+        reachable,
+        published,
+        attempts,
+    }
+}
+
+fn summary(values: &[f64], unit: &str, prec: usize) -> String {
+    format!(
+        "min {:.prec$} {unit}  median {:.prec$} {unit}  max {:.prec$} {unit}",
+        values.iter().copied().fold(f64::INFINITY, f64::min),
+        median(values),
+        values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    )
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn main() {
+    // Arguments cargo passes (`--bench`) are ignored.
+    let runs = env_count("RB_BENCH_RUNS", 5);
+    let fetches = env_count("RB_BENCH_FETCHES", 5);
+    locate_testnet_bin();
+    let net = testnet::fixture::shared().unwrap_or_else(|e| panic!("private Tor network: {e}"));
+    let direct = net
+        .onion_address()
+        .unwrap_or_else(|e| panic!("sample onion service: {e}"))
+        .to_string();
+    let direct_port = net.target.onion_port;
+    let large_path = net.target.large_path.clone();
+    let large = net.large_body();
+    let index = net.index_body();
+    let pid = std::process::id();
+
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("== RustBalance single-node benchmark ==");
+    println!(
+        "conditions: {cores} cores; {}; everything on 127.0.0.1: private network of 3 \
+         authorities + 5 relays (2 exits), one C-tor client, one C-tor onion service \
+         (voting interval {} s, hsdir_interval {} min)",
+        net.tor_version.trim_end_matches('.'),
+        net.voting_interval_secs,
+        net.hsdir_interval_minutes
+    );
+    println!(
+        "large file {} bytes ({:.1} MiB); index {} bytes; {runs} node starts \
+         (RB_BENCH_RUNS), {fetches} fetches per kind and path (RB_BENCH_FETCHES); \
+         rustbalance = {BIN}",
+        large.len(),
+        large.len() as f64 / 1048576.0,
+        index.len()
+    );
+
+    // 1. `rustbalance run` → master reachable.
+    println!();
+    println!(
+        "[1] spawn → master reachable (fresh `init` dir and key each run; TCP target {}; \
+         GET / via the C-tor client, fresh SOCKS username per attempt, NEWNYM + {} ms between \
+         failed attempts)",
+        net.target.http,
+        RETRY_PAUSE.as_millis()
+    );
+    let (mut reach, mut publ) = (Vec::new(), Vec::new());
+    for run in 1..=runs {
+        let mut node = Node::init(&format!("start{run}"), &net.target.http.to_string(), net);
+        let t0 = Instant::now();
+        node.spawn();
+        let r = wait_reachable(net, &mut node, t0, &format!("start{run}"));
+        let exit = node.stop();
+        assert!(exit.success(), "SIGTERM exit {exit:?}\n{}", node.log_tail());
+        println!(
+            "  run {run}: reachable {:6.2} s  status showed published {}  ({} attempts, exit {})",
+            r.reachable.as_secs_f64(),
+            r.published
+                .map_or("never".into(), |p| format!("{:6.2} s", p.as_secs_f64())),
+            r.attempts,
+            exit.code().map_or("signal".into(), |c| c.to_string())
+        );
+        reach.push(r.reachable.as_secs_f64());
+        publ.extend(r.published.map(|p| p.as_secs_f64()));
+        let _ = std::fs::remove_dir_all(&node.dir);
+    }
+    println!("  reachable:        {}", summary(&reach, "s", 2));
+    if !publ.is_empty() {
+        println!(
+            "  status published: {} ({} of {runs} runs)",
+            summary(&publ, "s", 2),
+            publ.len()
+        );
+    }
+
+    // 2. TTFB and throughput through one running node vs the C-tor onion directly.
+    println!();
+    println!(
+        "[2] through one running node: master address port 80 vs the C-tor onion service \
+         directly (port {direct_port}), interleaved master, direct, …; every fetch uses a \
+         fresh SOCKS username, so each builds fresh circuits (new rendezvous + \
+         introduction); descriptors stay cached in the client (one unmeasured warm-up fetch \
+         each)"
+    );
+    let mut node = Node::init("fetch", &net.target.http.to_string(), net);
+    let t0 = Instant::now();
+    node.spawn();
+    let r = wait_reachable(net, &mut node, t0, "fetch");
+    println!(
+        "  node up: master {} reachable {:.2} s after spawn",
+        node.address,
+        r.reachable.as_secs_f64()
+    );
+    timed_get(
+        net,
+        &direct,
+        direct_port,
+        "/",
+        &format!("rb-bench-{pid}-warm"),
+        &index,
+    )
+    .unwrap_or_else(|e| panic!("warm-up fetch from the sample onion failed: {e}"));
+
+    let targets = [
+        ("master", node.address.clone(), 80u16),
+        ("direct", direct, direct_port),
+    ];
+    let mut ttfb: [Vec<f64>; 2] = Default::default();
+    let mut mbps: [Vec<f64>; 2] = Default::default();
+    let mut bulk_ttfb: [Vec<f64>; 2] = Default::default();
+    let fail = |node: &Node, what: &str, e: String| -> ! {
+        panic!("{what} failed: {e}\n{}", node.log_tail())
+    };
+    for i in 1..=fetches {
+        for (k, (name, host, port)) in targets.iter().enumerate() {
+            let user = format!("rb-bench-{pid}-ttfb-{name}-{i}");
+            let f = timed_get(net, host, *port, "/", &user, &index)
+                .unwrap_or_else(|e| fail(&node, &format!("{name} GET / #{i}"), e));
+            println!(
+                "  ttfb   {name:6} #{i}: {:7.1} ms ({} B)",
+                f.ttfb.as_secs_f64() * 1e3,
+                f.body
+            );
+            ttfb[k].push(f.ttfb.as_secs_f64() * 1e3);
+        }
+        for (k, (name, host, port)) in targets.iter().enumerate() {
+            let user = format!("rb-bench-{pid}-bulk-{name}-{i}");
+            let f = timed_get(net, host, *port, &large_path, &user, &large)
+                .unwrap_or_else(|e| fail(&node, &format!("{name} GET {large_path} #{i}"), e));
+            let rate = f.body as f64 / f.transfer.as_secs_f64() / 1e6;
+            println!(
+                "  bulk   {name:6} #{i}: {rate:6.2} MB/s ({} B in {:.2} s after first byte; \
+                 ttfb {:.1} ms)",
+                f.body,
+                f.transfer.as_secs_f64(),
+                f.ttfb.as_secs_f64() * 1e3
+            );
+            mbps[k].push(rate);
+            bulk_ttfb[k].push(f.ttfb.as_secs_f64() * 1e3);
+        }
+    }
+    node.check_alive();
+    let exit = node.stop();
+    assert!(exit.success(), "SIGTERM exit {exit:?}\n{}", node.log_tail());
+    let _ = std::fs::remove_dir_all(&node.dir);
+
+    println!("  TTFB (SOCKS connect start → first response byte, GET /):");
+    println!("    master: {}", summary(&ttfb[0], "ms", 1));
+    println!("    direct: {}", summary(&ttfb[1], "ms", 1));
+    println!(
+        "    ratio of medians master/direct: {:.2}",
+        median(&ttfb[0]) / median(&ttfb[1])
+    );
+    println!(
+        "  throughput ({} B body, first byte → end, MB = 10^6 B):",
+        large.len()
+    );
+    println!("    master: {}", summary(&mbps[0], "MB/s", 2));
+    println!("    direct: {}", summary(&mbps[1], "MB/s", 2));
+    println!(
+        "    ratio of medians master/direct: {:.2}",
+        median(&mbps[0]) / median(&mbps[1])
+    );
+    println!(
+        "  TTFB of the bulk fetches: master median {:.1} ms, direct median {:.1} ms",
+        median(&bulk_ttfb[0]),
+        median(&bulk_ttfb[1])
+    );
+    println!();
+    println!("done (figures only; no timing is asserted)");
+}
