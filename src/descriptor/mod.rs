@@ -65,13 +65,39 @@ pub fn revision_counter(
     params: &HsDirParams,
     now: SystemTime,
 ) -> Result<RevisionCounter, DescriptorError> {
+    let start = params.start_of_shard_rand_period();
+    let offset = now
+        .duration_since(start)
+        .map_err(|_| DescriptorError::ClockBeforePeriod)?;
+    Ok(revision_at_offset(blind, offset))
+}
+
+/// The revision counter `offset` into the SRV period (whole seconds), as Arti computes it:
+/// order-preserving encryption keyed by the blinded secret scalar, so it grows with the offset
+/// and every holder of the blinded key gets the same value.
+pub fn revision_at_offset(blind: &HsBlindIdKeypair, offset: Duration) -> RevisionCounter {
     let key: &ed25519::ExpandedKeypair = blind.as_ref();
     let secret = key.to_secret_key_bytes();
     let ope = AesOpeKey::from_secret(&secret[..32]);
-    let offset = params
-        .offset_within_srv_period(now)
-        .ok_or(DescriptorError::ClockBeforePeriod)?;
-    Ok(RevisionCounter::from(ope.encrypt(offset)))
+    let secs = u32::try_from(offset.as_secs()).unwrap_or(u32::MAX);
+    RevisionCounter::from(ope.encrypt(tor_hscrypto::ope::SrvPeriodOffset::from(secs)))
+}
+
+/// Checks an intro-point count against the descriptor rules.
+pub fn check_intro_point_count(n: usize) -> Result<(), DescriptorError> {
+    match n {
+        0 => Err(DescriptorError::NoIntroPoints),
+        n if n > MAX_INTRO_POINTS => Err(DescriptorError::TooManyIntroPoints(n)),
+        _ => Ok(()),
+    }
+}
+
+/// The descriptor lifetime in whole minutes, 1..=720 (rend-spec's bounds).
+pub fn lifetime_minutes(lifetime: Duration) -> Result<u16, DescriptorError> {
+    u16::try_from(lifetime.as_secs() / 60)
+        .ok()
+        .filter(|m| (1..=720).contains(m))
+        .ok_or(DescriptorError::BadLifetime(lifetime))
 }
 
 /// Builds and signs a descriptor for `params`' period listing `intro_points`.
@@ -84,16 +110,8 @@ pub fn build<R: Rng + CryptoRng>(
     now: SystemTime,
     rng: &mut R,
 ) -> Result<BuiltDescriptor, DescriptorError> {
-    if intro_points.is_empty() {
-        return Err(DescriptorError::NoIntroPoints);
-    }
-    if intro_points.len() > MAX_INTRO_POINTS {
-        return Err(DescriptorError::TooManyIntroPoints(intro_points.len()));
-    }
-    let minutes = u16::try_from(lifetime.as_secs() / 60)
-        .ok()
-        .filter(|m| (1..=720).contains(m))
-        .ok_or(DescriptorError::BadLifetime(lifetime))?;
+    check_intro_point_count(intro_points.len())?;
+    let minutes = lifetime_minutes(lifetime)?;
     let tp = params.time_period();
     let blind_pk = HsBlindIdKey::from(blind);
     let subcredential = master.compute_subcredential(&blind_pk, tp);
@@ -123,4 +141,62 @@ pub fn build<R: Rng + CryptoRng>(
         revision: u64::from(revision),
         intro_points: intro_points.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tor_hscrypto::pk::HsIdKeypair;
+    use tor_hscrypto::time::TimePeriod;
+
+    fn blinded(seed: u8, tp: TimePeriod) -> HsBlindIdKeypair {
+        let kp = ed25519::Keypair::from_bytes(&[seed; 32]);
+        let id = HsIdKeypair::from(ed25519::ExpandedKeypair::from(&kp));
+        id.compute_blinded_key(tp).unwrap().1
+    }
+
+    #[test]
+    fn revision_counters_grow_with_time_and_agree_across_nodes() {
+        let tp = TimePeriod::from_parts(1440, 20573, 43200);
+        let node_a = blinded(7, tp);
+        let node_b = blinded(7, tp); // another node holding the same blinded key
+        let mut last = 0u64;
+        for secs in [0u64, 1, 2, 60, 3600, 86_399, 2 * 86_400 - 1] {
+            let a = u64::from(revision_at_offset(&node_a, Duration::from_secs(secs)));
+            let b = u64::from(revision_at_offset(&node_b, Duration::from_secs(secs)));
+            assert_eq!(a, b, "same key, same second: same counter");
+            assert!(a > last, "strictly increasing at {secs} s");
+            last = a;
+        }
+        // A different key gives a different sequence (keys are not interchangeable).
+        let other = blinded(8, tp);
+        assert_ne!(
+            u64::from(revision_at_offset(&other, Duration::from_secs(60))),
+            u64::from(revision_at_offset(&node_a, Duration::from_secs(60)))
+        );
+    }
+
+    #[test]
+    fn intro_point_count_and_lifetime_rules() {
+        assert!(matches!(
+            check_intro_point_count(0),
+            Err(DescriptorError::NoIntroPoints)
+        ));
+        assert!(check_intro_point_count(1).is_ok());
+        assert!(check_intro_point_count(MAX_INTRO_POINTS).is_ok());
+        assert!(matches!(
+            check_intro_point_count(21),
+            Err(DescriptorError::TooManyIntroPoints(21))
+        ));
+        assert_eq!(
+            lifetime_minutes(Duration::from_secs(3 * 3600)).unwrap(),
+            180
+        );
+        assert!(lifetime_minutes(Duration::from_secs(59)).is_err());
+        assert!(lifetime_minutes(Duration::from_secs(721 * 60)).is_err());
+        assert_eq!(
+            lifetime_minutes(Duration::from_secs(720 * 60)).unwrap(),
+            720
+        );
+    }
 }
