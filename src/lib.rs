@@ -2,14 +2,15 @@
 //!
 //! Module map (dependencies point downward only): `cli` → `daemon` (wiring of one node) → services `publisher` (uploads) and `proxy`
 //! (streams to the target) → core `hosting` (Arti keystore discipline, intro points),
-//! `descriptor` (building one descriptor), `config` (validated configuration), `keys` (master
-//! identity, onion addresses).
+//! `descriptor` (building one descriptor), `election` (pure publisher election by lease and
+//! priority), `config` (validated configuration), `keys` (master identity, onion addresses).
 #![deny(missing_docs)]
 
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod descriptor;
+pub mod election;
 pub mod hosting;
 pub mod keys;
 pub mod proxy;
