@@ -3,7 +3,8 @@
 //! Module map (dependencies point downward only): `cli` → `daemon` (wiring of one node) → services `publisher` (uploads) and `proxy`
 //! (streams to the target) → core `hosting` (Arti keystore discipline, intro points),
 //! `descriptor` (building one descriptor), `election` (pure publisher election by lease and
-//! priority), `config` (validated configuration), `keys` (master identity, onion addresses).
+//! priority), `config` (validated configuration), `keys` (master identity, onion addresses),
+//! `mesh` (WireGuard transport between nodes: keys, framing, in-process endpoint).
 #![deny(missing_docs)]
 
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod descriptor;
 pub mod election;
 pub mod hosting;
 pub mod keys;
+pub mod mesh;
 pub mod proxy;
 pub mod publisher;
 pub mod status;
