@@ -144,7 +144,9 @@ pub async fn publish_loop(
         config.publish.min_republish_gap,
         config.publish.republish_interval,
     );
-    let mut held: Vec<TimePeriod> = Vec::new();
+    // The wanted periods the keystore was last synced for: re-sync (and, offline, re-read the
+    // key directory) only when they change, not every tick while a neighbour's key is missing.
+    let mut synced_for: Vec<TimePeriod> = Vec::new();
     let mut periods: BTreeMap<String, PeriodStatus> = BTreeMap::new();
     let mut snapshot = Snapshot::starting(&config.node.id, &master.to_string());
     snapshot.role = Role::Publisher;
@@ -162,10 +164,11 @@ pub async fn publish_loop(
                 continue;
             }
         };
-        if keys::wanted_periods(&netdir) != held {
+        let wanted = keys::wanted_periods(&netdir);
+        if wanted != synced_for {
             key_source.reload();
             match keys::sync_for_netdir(&client, &key_source, &master) {
-                Ok(p) => held = p,
+                Ok(_) => synced_for = wanted,
                 Err(e) => tracing::warn!(error = %e, "could not update blinded keys"),
             }
         }

@@ -46,27 +46,20 @@ pub async fn upload_to_hsdirs<R: Runtime>(
         .map(|target| {
             let text = Arc::clone(&text);
             async move {
-                let hsdir = target
-                    .rsa_identity()
-                    .map(|id| id.to_string())
-                    .unwrap_or_else(|| "?".into());
+                let hsdir = hsdir_name(&target);
                 let start = Instant::now();
                 let attempt = async {
                     let tunnel = pool
                         .get_or_launch_svc_dir(netdir, target)
                         .await
                         .map_err(|e| format!("circuit: {e}"))?;
-                    let mut stream = tunnel
+                    let stream = tunnel
                         .begin_dir_stream()
                         .await
                         .map_err(|e| format!("dir stream: {e}"))?;
-                    let req = HsDescUploadRequest::new(text);
-                    tor_dirclient::send_request(runtime, &req, &mut stream, None)
+                    exchange(runtime, stream, &HsDescUploadRequest::new(text), "upload")
                         .await
-                        .map_err(|e| format!("upload: {e}"))?
-                        .into_output_string()
-                        .map_err(|e| format!("HSDir answered: {e}"))?;
-                    Ok::<(), String>(())
+                        .map(drop)
                 };
                 let error = match tokio::time::timeout(timeout, attempt).await {
                     Ok(Ok(())) => None,
@@ -103,29 +96,23 @@ pub async fn fetch_from_hsdirs<R: Runtime>(
         .collect();
     let mut out = Vec::new();
     for target in hsdirs {
-        let hsdir = target
-            .rsa_identity()
-            .map(|id| id.to_string())
-            .unwrap_or_else(|| "?".into());
+        let hsdir = hsdir_name(&target);
         let attempt = async {
             let tunnel = pool
                 .get_or_launch_client_dir(netdir, target)
                 .await
                 .map_err(|e| format!("circuit: {e}"))?;
-            let mut stream = tunnel
+            let stream = tunnel
                 .begin_dir_stream()
                 .await
                 .map_err(|e| format!("dir stream: {e}"))?;
-            tor_dirclient::send_request(
+            exchange(
                 runtime,
+                stream,
                 &HsDescDownloadRequest::new(blind_id),
-                &mut stream,
-                None,
+                "fetch",
             )
             .await
-            .map_err(|e| format!("fetch: {e}"))?
-            .into_output_string()
-            .map_err(|e| format!("HSDir answered: {e}"))
         };
         let r = tokio::time::timeout(Duration::from_secs(60), attempt)
             .await
@@ -133,4 +120,32 @@ pub async fn fetch_from_hsdirs<R: Runtime>(
         out.push((hsdir, r));
     }
     Ok(out)
+}
+
+/// An HSDir's name for results and logs: its RSA identity, or `?`.
+fn hsdir_name(target: &OwnedCircTarget) -> String {
+    target
+        .rsa_identity()
+        .map(|id| id.to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Sends one directory request on an open dir stream and returns the HSDir's answer body;
+/// a non-200 answer is an error naming `what` was attempted.
+async fn exchange<R, Q, S>(
+    runtime: &R,
+    mut stream: S,
+    req: &Q,
+    what: &str,
+) -> Result<String, String>
+where
+    R: Runtime,
+    Q: tor_dirclient::request::Requestable + ?Sized,
+    S: futures::AsyncRead + futures::AsyncWrite + Send + Unpin,
+{
+    tor_dirclient::send_request(runtime, req, &mut stream, None)
+        .await
+        .map_err(|e| format!("{what}: {e}"))?
+        .into_output_string()
+        .map_err(|e| format!("HSDir answered: {e}"))
 }
