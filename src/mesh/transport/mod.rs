@@ -17,6 +17,10 @@
 //! (`parse_handshake_anon`); every other message type is routed by the session index we
 //! assigned (`receiver_idx >> 8`). Packets of unknown keys, failing authentication (including
 //! a wrong preshared key) or otherwise malformed are dropped and counted ([`EndpointStats`]).
+//! Optionally ([`EndpointConfigBuilder::accept_unknown_peers`], used by the daemon so a seed can
+//! admit a node it was not told about) an unknown key's initiation is answered and the key kept
+//! as a bounded, short-lived provisional peer until its first authenticated data packet proves
+//! the preshared key.
 //! A peer's endpoint is learned (roaming) only from packets that prove the preshared key: data
 //! packets and handshake responses; a handshake initiation sets it only when none is known.
 //! A wrong preshared key shows at the initiator (the handshake response fails to decrypt and
@@ -44,6 +48,12 @@ use tokio::task::JoinHandle;
 
 pub use self::stats::{EndpointStats, PeerStats};
 pub use crate::mesh::frame::MAX_PAYLOAD;
+
+/// How long a provisional peer (see [`EndpointConfigBuilder::accept_unknown_peers`]) has to
+/// prove the preshared key with authenticated data before it is dropped.
+pub const PROVISIONAL_TTL: Duration = Duration::from_secs(10);
+/// Most provisional peers held at once; further unknown initiations are dropped and counted.
+pub const MAX_PROVISIONAL: usize = 32;
 use crate::mesh::keys::{MeshKeys, MeshPublicKey, PresharedKey};
 
 use self::reactor::{Command, Reactor};
@@ -113,6 +123,7 @@ pub struct EndpointConfig {
     pending_per_peer: usize,
     max_peers: usize,
     handshake_rate_limit: u64,
+    accept_unknown_peers: bool,
 }
 
 impl Default for EndpointConfig {
@@ -125,11 +136,17 @@ impl Default for EndpointConfig {
             pending_per_peer: 1024,
             max_peers: 1024,
             handshake_rate_limit: 100,
+            accept_unknown_peers: false,
         }
     }
 }
 
 impl EndpointConfig {
+    /// Whether a handshake from an unknown key is answered (see [`EndpointConfigBuilder::accept_unknown_peers`]).
+    pub fn accept_unknown_peers(&self) -> bool {
+        self.accept_unknown_peers
+    }
+
     /// A builder starting from the defaults.
     pub fn builder() -> EndpointConfigBuilder {
         EndpointConfigBuilder {
@@ -219,6 +236,17 @@ impl EndpointConfigBuilder {
     /// See [`EndpointConfig::handshake_rate_limit`]; 1 ..= 1 000 000.
     pub fn handshake_rate_limit(mut self, per_sec: u64) -> Self {
         self.config.handshake_rate_limit = per_sec;
+        self
+    }
+
+    /// Answer handshake initiations from keys that are not peers (default off). Such a key
+    /// becomes a *provisional* peer: it is kept only if it sends authenticated data (proving
+    /// the preshared key, i.e. the cluster token) within [`PROVISIONAL_TTL`], at most
+    /// [`MAX_PROVISIONAL`] at a time, each counted in `peers_accepted` and, when dropped
+    /// unproven, in `provisional_expired`. This is how a seed lets a new node in that it was
+    /// not told about; a stranger with a valid key but the wrong token never delivers a byte.
+    pub fn accept_unknown_peers(mut self, accept: bool) -> Self {
+        self.config.accept_unknown_peers = accept;
         self
     }
 

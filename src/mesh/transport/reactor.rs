@@ -23,7 +23,7 @@ use tokio::time::MissedTickBehavior;
 use tracing::{debug, trace, Instrument};
 
 use super::stats::{add, bump, PeerCounters, StatsShared};
-use super::{Datagram, EndpointConfig, TransportError};
+use super::{Datagram, EndpointConfig, TransportError, MAX_PROVISIONAL, PROVISIONAL_TTL};
 use crate::mesh::frame::{self, MAX_FRAME};
 use crate::mesh::keys::{MeshKeys, MeshPublicKey, PresharedKey};
 
@@ -85,6 +85,9 @@ struct Peer {
     established_ms: Option<u64>,
     /// When we last answered the peer's handshake initiation.
     last_init_answered: Option<Instant>,
+    /// Set while the peer is provisional: accepted from an unknown handshake and not yet
+    /// proven by authenticated data.
+    provisional_since: Option<Instant>,
     counters: Arc<PeerCounters>,
 }
 
@@ -346,7 +349,12 @@ impl Reactor {
                 endpoint,
                 reply,
             } => {
-                let _ = reply.send(self.add_peer(key, endpoint));
+                let result = self.add_peer(key, endpoint);
+                if let Some(peer) = self.peers.get_mut(&key) {
+                    // Named by the caller: no longer provisional.
+                    peer.provisional_since = None;
+                }
+                let _ = reply.send(result);
             }
             Command::RemovePeer { key, reply } => {
                 let removed = match self.peers.remove(&key) {
@@ -437,6 +445,7 @@ impl Reactor {
                 pending: VecDeque::new(),
                 established_ms: None,
                 last_init_answered: None,
+                provisional_since: None,
                 counters,
             },
         );
@@ -467,6 +476,13 @@ impl Reactor {
                 match parse_handshake_anon(self.keys.secret(), &self.own_public, init) {
                     Ok(half) => match MeshPublicKey::from_bytes(half.peer_static_public) {
                         Ok(key) if self.peers.contains_key(&key) => Route::Peer(key, Kind::Init),
+                        Ok(key)
+                            if self.config.accept_unknown_peers()
+                                && key != self.keys.public_key()
+                                && self.provisional_count() < MAX_PROVISIONAL =>
+                        {
+                            Route::Accept(key)
+                        }
                         _ => Route::UnknownPeer,
                     },
                     // mac1 was right for our key, but the static key does not decrypt.
@@ -482,6 +498,18 @@ impl Reactor {
     async fn on_datagram(&mut self, data: &[u8], src: SocketAddr, work: &mut [u8]) {
         let (key, kind) = match self.route(data, src, work) {
             Route::Peer(key, kind) => (key, kind),
+            Route::Accept(key) => {
+                if self.add_peer(key, None).is_err() {
+                    bump(&self.stats.global.dropped_unknown_peer);
+                    return;
+                }
+                if let Some(peer) = self.peers.get_mut(&key) {
+                    peer.provisional_since = Some(Instant::now());
+                }
+                bump(&self.stats.global.peers_accepted);
+                debug!(peer = %key.short(), %src, "unknown key's handshake answered (provisional)");
+                (key, Kind::Init)
+            }
             Route::Bad => {
                 bump(&self.stats.global.dropped_bad_packet);
                 return;
@@ -540,6 +568,9 @@ impl Reactor {
         };
         if authenticated && matches!(kind, Kind::Data | Kind::Response) {
             peer.set_endpoint(src);
+            if kind == Kind::Data && peer.provisional_since.take().is_some() {
+                debug!(peer = %peer.key.short(), "provisional peer proved the preshared key");
+            }
         }
         // Handshake messages and the first data packet of a new session switch sessions.
         io.note_session(peer);
@@ -547,8 +578,37 @@ impl Reactor {
         io.flush_pending(peer, work).await;
     }
 
+    fn provisional_count(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| p.provisional_since.is_some())
+            .count()
+    }
+
+    /// Drops provisional peers that did not prove the preshared key in time.
+    fn expire_provisional(&mut self) {
+        let expired: Vec<MeshPublicKey> = self
+            .peers
+            .values()
+            .filter(|p| {
+                p.provisional_since
+                    .is_some_and(|t| t.elapsed() >= PROVISIONAL_TTL)
+            })
+            .map(|p| p.key)
+            .collect();
+        for key in expired {
+            if let Some(peer) = self.peers.remove(&key) {
+                self.by_index.remove(&peer.index);
+                self.stats.remove_peer(&key);
+                bump(&self.stats.global.provisional_expired);
+                debug!(peer = %key.short(), "provisional peer never proved the preshared key; dropped");
+            }
+        }
+    }
+
     async fn on_tick(&mut self, work: &mut [u8]) {
         self.rate_limiter.reset_count();
+        self.expire_provisional();
         let io = Io {
             socket: &self.socket,
             stats: &self.stats,
@@ -586,6 +646,8 @@ enum Route {
     Bad,
     /// A valid initiation from a key that is not a peer.
     UnknownPeer,
+    /// A valid initiation from a key that is not a peer, to be answered provisionally.
+    Accept(MeshPublicKey),
     /// Rate limited: a cookie reply of this length is in the work buffer.
     Cookie(usize),
 }

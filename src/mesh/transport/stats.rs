@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::mesh::keys::MeshPublicKey;
 
@@ -66,6 +66,8 @@ pub(crate) struct GlobalCounters {
     pub(crate) dropped_no_route: AtomicU64,
     pub(crate) cookie_replies_sent: AtomicU64,
     pub(crate) socket_errors: AtomicU64,
+    pub(crate) peers_accepted: AtomicU64,
+    pub(crate) provisional_expired: AtomicU64,
 }
 
 /// Shared between the reactor (writer) and the handles (readers).
@@ -150,13 +152,15 @@ impl StatsShared {
             dropped_no_route: load(&g.dropped_no_route),
             cookie_replies_sent: load(&g.cookie_replies_sent),
             socket_errors: load(&g.socket_errors),
+            peers_accepted: load(&g.peers_accepted),
+            provisional_expired: load(&g.provisional_expired),
             peers,
         }
     }
 }
 
 /// A point-in-time copy of an endpoint's counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointStats {
     /// This endpoint's public key.
     pub public_key: MeshPublicKey,
@@ -179,6 +183,10 @@ pub struct EndpointStats {
     pub cookie_replies_sent: u64,
     /// Errors from the UDP socket (send or receive).
     pub socket_errors: u64,
+    /// Unknown keys whose handshake was answered (provisional peers, when accepted).
+    pub peers_accepted: u64,
+    /// Provisional peers dropped because they never proved the preshared key.
+    pub provisional_expired: u64,
     /// One entry per configured peer, ordered by public key.
     pub peers: Vec<PeerStats>,
 }
@@ -200,7 +208,7 @@ impl EndpointStats {
 
 /// Counters of one peer. Packet and byte counts are of mesh payloads (not keepalives or
 /// handshakes, not WireGuard overhead).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerStats {
     /// The peer's public key.
     pub public_key: MeshPublicKey,
