@@ -60,7 +60,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Master identity keys.
+    /// Master identity keys, and the mesh's WireGuard key and cluster token.
     #[command(subcommand)]
     Keys(KeysCommand),
 }
@@ -100,6 +100,25 @@ enum KeysCommand {
     },
     /// Generate a new identity secret in C tor's format (0600).
     Generate {
+        /// Where to write it (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Generate this node's WireGuard private key for `mesh.private_key_file` (0600) and print
+    /// its public key (what other nodes put in `mesh.seeds`).
+    MeshGenerate {
+        /// Where to write it (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the WireGuard public key of a `mesh.private_key_file`.
+    MeshPublic {
+        /// The private key file.
+        key: PathBuf,
+    },
+    /// Generate a cluster token for `mesh.cluster_token_file` (32 random bytes, base64, 0600);
+    /// copy the same file to every node of the cluster.
+    TokenGenerate {
         /// Where to write it (must not exist).
         #[arg(long)]
         out: PathBuf,
@@ -216,6 +235,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{} written to {}", id.onion_address(), out.display());
             Ok(())
         }
+        Command::Keys(KeysCommand::MeshGenerate { out }) => {
+            let public = crate::keys::generate_mesh_key_file(&out)?;
+            println!("public key: {}", public.to_base64());
+            println!("private key written to {}", out.display());
+            Ok(())
+        }
+        Command::Keys(KeysCommand::MeshPublic { key }) => {
+            println!(
+                "{}",
+                crate::keys::load_mesh_keys(&key)?.public_key().to_base64()
+            );
+            Ok(())
+        }
+        Command::Keys(KeysCommand::TokenGenerate { out }) => {
+            crate::keys::generate_cluster_token_file(&out)?;
+            println!("cluster token written to {}", out.display());
+            Ok(())
+        }
     }
 }
 
@@ -293,7 +330,11 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<OnionAddress> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {

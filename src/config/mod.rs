@@ -72,6 +72,8 @@ pub struct Config {
     pub tor: TorConfig,
     /// `[status]`.
     pub status: StatusConfig,
+    /// `[mesh]`, or `None` when the section is absent (single-node mode).
+    pub mesh: Option<MeshConfig>,
 }
 
 /// `[node]`: who this node is.
@@ -205,6 +207,45 @@ pub struct TorConfig {
 pub struct StatusConfig {
     /// Address of the HTTP/JSON status endpoint.
     pub listen: SocketAddr,
+}
+
+/// `[mesh]`: the WireGuard mesh, gossip membership and publisher election.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshConfig {
+    /// UDP socket WireGuard listens on.
+    pub listen: SocketAddr,
+    /// The address advertised to peers (defaults to `listen` when that is a concrete address).
+    /// Never an unspecified IP, never port 0.
+    pub endpoint: SocketAddr,
+    /// File with this node's WireGuard private key (`wg genkey` form); checked to exist only.
+    pub private_key_file: PathBuf,
+    /// File with the cluster token (secret; checked to exist only, never read here).
+    pub cluster_token_file: PathBuf,
+    /// Nodes contacted at start-up; one reachable node is enough, gossip teaches the rest.
+    pub seeds: Vec<SeedConfig>,
+    /// Gossip messages whose timestamp differs more from the local clock are rejected; also
+    /// the election's skew margin.
+    pub max_clock_skew: Duration,
+    /// SWIM probe period.
+    pub probe_period: Duration,
+    /// Time a probe may take; shorter than `probe_period`.
+    pub probe_timeout: Duration,
+    /// Time a suspected node has to refute before it is declared dead.
+    pub suspect_timeout: Duration,
+    /// How often a node re-sends its state to every peer.
+    pub state_interval: Duration,
+    /// Election timers: `mesh.lease_duration`, `mesh.handback_after`, and `max_clock_skew` as
+    /// the skew margin.
+    pub election: crate::election::ElectionConfig,
+}
+
+/// One entry of `mesh.seeds`: a node to contact at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedConfig {
+    /// Its WireGuard public key.
+    pub public_key: crate::mesh::MeshPublicKey,
+    /// Its WireGuard UDP endpoint (a concrete IP, port not 0).
+    pub endpoint: SocketAddr,
 }
 
 impl Config {

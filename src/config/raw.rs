@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
     tor: RawTor,
     #[serde(default)]
     status: RawStatus,
+    mesh: Option<RawMesh>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +140,61 @@ impl Default for RawStatus {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMesh {
+    listen: String,
+    endpoint: Option<String>,
+    private_key_file: PathBuf,
+    cluster_token_file: PathBuf,
+    #[serde(default)]
+    seeds: Vec<RawSeed>,
+    #[serde(default = "default_max_clock_skew")]
+    max_clock_skew: String,
+    #[serde(default = "default_probe_period")]
+    probe_period: String,
+    #[serde(default = "default_probe_timeout")]
+    probe_timeout: String,
+    #[serde(default = "default_suspect_timeout")]
+    suspect_timeout: String,
+    #[serde(default = "default_state_interval")]
+    state_interval: String,
+    #[serde(default = "default_lease_duration")]
+    lease_duration: String,
+    #[serde(default = "default_handback_after")]
+    handback_after: String,
+}
+
+fn default_max_clock_skew() -> String {
+    "5s".into()
+}
+fn default_probe_period() -> String {
+    "1s".into()
+}
+fn default_probe_timeout() -> String {
+    "500ms".into()
+}
+fn default_suspect_timeout() -> String {
+    "2s".into()
+}
+fn default_state_interval() -> String {
+    "1s".into()
+}
+fn default_lease_duration() -> String {
+    "6s".into()
+}
+fn default_handback_after() -> String {
+    "10s".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSeed {
+    public_key: String,
+    endpoint: String,
+}
+
+const MILLISECOND: Duration = Duration::from_millis(1);
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -152,6 +208,7 @@ impl RawConfig {
             publish: self.publish.validate()?,
             tor: self.tor.validate(base)?,
             status: self.status.validate()?,
+            mesh: self.mesh.map(|m| m.validate(base)).transpose()?,
         })
     }
 }
@@ -451,4 +508,183 @@ impl RawStatus {
         })?;
         Ok(StatusConfig { listen })
     }
+}
+
+/// An address peers can send to: a concrete IP (not `0.0.0.0` / `::`) and a port other than 0.
+fn reachable(addr: &SocketAddr) -> bool {
+    !addr.ip().is_unspecified() && addr.port() != 0
+}
+
+const REACHABLE_RULE: &str =
+    "peers must be able to send to it: a concrete IP (not 0.0.0.0 or ::) and a port from 1 to 65535";
+
+impl RawMesh {
+    fn validate(self, base: &Path) -> Result<MeshConfig, ConfigError> {
+        let listen: SocketAddr = self.listen.parse().map_err(|_| {
+            invalid(
+                "mesh.listen",
+                format!("{:?}", self.listen),
+                "must be IP:port, e.g. \"0.0.0.0:51820\"",
+            )
+        })?;
+        let endpoint = match &self.endpoint {
+            Some(text) => {
+                let endpoint: SocketAddr = text.parse().map_err(|_| {
+                    invalid(
+                        "mesh.endpoint",
+                        format!("{text:?}"),
+                        "must be IP:port, e.g. \"192.0.2.1:51820\"",
+                    )
+                })?;
+                if !reachable(&endpoint) {
+                    return Err(invalid(
+                        "mesh.endpoint",
+                        format!("{text:?}"),
+                        REACHABLE_RULE,
+                    ));
+                }
+                endpoint
+            }
+            None if !reachable(&listen) => {
+                return Err(invalid(
+                    "mesh.endpoint",
+                    "(missing)",
+                    format!(
+                        "required because mesh.listen ({:?}) is not an address peers can send to \
+                         (unspecified IP or port 0): set the IP:port peers reach this node at",
+                        self.listen
+                    ),
+                ))
+            }
+            None => listen,
+        };
+        let private_key_file = resolve(base, self.private_key_file);
+        if !private_key_file.is_file() {
+            return Err(invalid(
+                "mesh.private_key_file",
+                private_key_file.display(),
+                "no such file",
+            ));
+        }
+        // The token is secret: only its path is ever shown, and it is not read here.
+        let cluster_token_file = resolve(base, self.cluster_token_file);
+        if !cluster_token_file.is_file() {
+            return Err(invalid(
+                "mesh.cluster_token_file",
+                cluster_token_file.display(),
+                "no such file",
+            ));
+        }
+        let seeds = validate_seeds(self.seeds)?;
+        let max_clock_skew = duration(
+            "mesh.max_clock_skew",
+            &self.max_clock_skew,
+            100 * MILLISECOND,
+            MINUTE,
+        )?;
+        let probe_period = duration(
+            "mesh.probe_period",
+            &self.probe_period,
+            100 * MILLISECOND,
+            MINUTE,
+        )?;
+        let probe_timeout = duration(
+            "mesh.probe_timeout",
+            &self.probe_timeout,
+            Duration::from_nanos(1),
+            MINUTE,
+        )?;
+        if probe_timeout >= probe_period {
+            return Err(invalid(
+                "mesh.probe_timeout",
+                format!("{:?}", self.probe_timeout),
+                format!(
+                    "must be shorter than mesh.probe_period ({})",
+                    self.probe_period
+                ),
+            ));
+        }
+        let suspect_timeout = duration(
+            "mesh.suspect_timeout",
+            &self.suspect_timeout,
+            100 * MILLISECOND,
+            5 * MINUTE,
+        )?;
+        let state_interval = duration(
+            "mesh.state_interval",
+            &self.state_interval,
+            100 * MILLISECOND,
+            MINUTE,
+        )?;
+        let lease_duration = duration(
+            "mesh.lease_duration",
+            &self.lease_duration,
+            100 * MILLISECOND,
+            10 * MINUTE,
+        )?;
+        let handback_after = duration(
+            "mesh.handback_after",
+            &self.handback_after,
+            Duration::ZERO,
+            HOUR,
+        )?;
+        let election =
+            crate::election::ElectionConfig::new(lease_duration, max_clock_skew, handback_after)
+                .map_err(|e| {
+                    invalid(
+                        "mesh.lease_duration",
+                        format!("{:?}", self.lease_duration),
+                        format!(
+                            "{e}; the skew margin is mesh.max_clock_skew ({:?})",
+                            self.max_clock_skew
+                        ),
+                    )
+                })?;
+        Ok(MeshConfig {
+            listen,
+            endpoint,
+            private_key_file,
+            cluster_token_file,
+            seeds,
+            max_clock_skew,
+            probe_period,
+            probe_timeout,
+            suspect_timeout,
+            state_interval,
+            election,
+        })
+    }
+}
+
+/// `mesh.seeds`: each entry is named by its index, like `[1].public_key = "…"`.
+fn validate_seeds(raw: Vec<RawSeed>) -> Result<Vec<SeedConfig>, ConfigError> {
+    let mut seeds: Vec<SeedConfig> = Vec::with_capacity(raw.len());
+    for (i, seed) in raw.into_iter().enumerate() {
+        let key_value = || format!("[{i}].public_key = {:?}", seed.public_key);
+        let public_key = crate::mesh::MeshPublicKey::from_base64(&seed.public_key)
+            .map_err(|e| invalid("mesh.seeds", key_value(), e.to_string()))?;
+        if let Some(first) = seeds.iter().position(|s| s.public_key == public_key) {
+            return Err(invalid(
+                "mesh.seeds",
+                key_value(),
+                format!("the same public key as [{first}]; list each seed once"),
+            ));
+        }
+        let endpoint_value = || format!("[{i}].endpoint = {:?}", seed.endpoint);
+        let endpoint: SocketAddr = seed.endpoint.parse().map_err(|_| {
+            invalid(
+                "mesh.seeds",
+                endpoint_value(),
+                "must be IP:port, e.g. \"192.0.2.1:51820\"",
+            )
+        })?;
+        if !reachable(&endpoint) {
+            return Err(invalid("mesh.seeds", endpoint_value(), REACHABLE_RULE));
+        }
+        seeds.push(SeedConfig {
+            public_key,
+            endpoint,
+        });
+    }
+    Ok(seeds)
 }

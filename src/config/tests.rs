@@ -6,6 +6,8 @@ fn base() -> PathBuf {
     std::fs::create_dir_all(d.join("blinded")).unwrap();
     std::fs::write(d.join("hs_ed25519_secret_key"), b"x").unwrap();
     std::fs::write(d.join("arti.toml"), b"").unwrap();
+    std::fs::write(d.join("mesh.key"), b"x").unwrap();
+    std::fs::write(d.join("cluster.token"), b"x").unwrap();
     d
 }
 
@@ -50,6 +52,7 @@ fn minimal_config_gets_the_documented_defaults() {
     assert_eq!(c.publish.descriptor_lifetime, Duration::from_secs(3 * 3600));
     assert_eq!(c.tor.state_dir, b.join("state"));
     assert_eq!(c.status.listen, "127.0.0.1:9191".parse().unwrap());
+    assert_eq!(c.mesh, None, "no [mesh] section: single-node mode");
 }
 
 #[test]
@@ -222,6 +225,9 @@ fn the_documented_example_is_valid() {
             ..
         }
     ));
+    let mesh = c.mesh.expect("CONFIG.md example has a [mesh] section");
+    assert_eq!(mesh.seeds.len(), 1);
+    assert_eq!(mesh.election, crate::election::ElectionConfig::default());
     // Every key the example uses is described in a table row of CONFIG.md.
     let mut section = String::new();
     // Commented-out alternatives (`# key = …`) must be documented too.
@@ -236,4 +242,227 @@ fn the_documented_example_is_valid() {
             assert!(doc.contains(&key), "CONFIG.md does not describe {key}");
         }
     }
+}
+
+/// Two valid WireGuard public keys (any 32 non-zero bytes are accepted).
+const KEY_A: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+const KEY_B: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+
+/// `minimal()` plus a `[mesh]` section with only the required keys, then `extra` lines.
+fn with_mesh(extra: &str) -> String {
+    format!(
+        "{}[mesh]\nlisten = \"192.0.2.10:51820\"\nprivate_key_file = \"mesh.key\"\n\
+         cluster_token_file = \"cluster.token\"\n{extra}\n",
+        minimal()
+    )
+}
+
+fn public_key(text: &str) -> crate::mesh::MeshPublicKey {
+    crate::mesh::MeshPublicKey::from_base64(text).unwrap()
+}
+
+#[test]
+fn mesh_section_gets_the_documented_defaults() {
+    let b = base();
+    let m = Config::from_toml(&with_mesh(""), &b).unwrap().mesh.unwrap();
+    let listen: SocketAddr = "192.0.2.10:51820".parse().unwrap();
+    assert_eq!(m.listen, listen);
+    assert_eq!(m.endpoint, listen, "endpoint defaults to listen");
+    assert_eq!(m.private_key_file, b.join("mesh.key"));
+    assert_eq!(m.cluster_token_file, b.join("cluster.token"));
+    assert!(m.seeds.is_empty());
+    assert_eq!(m.max_clock_skew, Duration::from_secs(5));
+    assert_eq!(m.probe_period, Duration::from_secs(1));
+    assert_eq!(m.probe_timeout, Duration::from_millis(500));
+    assert_eq!(m.suspect_timeout, Duration::from_secs(2));
+    assert_eq!(m.state_interval, Duration::from_secs(1));
+    assert_eq!(
+        m.election,
+        crate::election::ElectionConfig::new(
+            Duration::from_secs(6),
+            Duration::from_secs(5),
+            Duration::from_secs(10)
+        )
+        .unwrap()
+    );
+    assert_eq!(m.election, crate::election::ElectionConfig::default());
+}
+
+#[test]
+fn full_mesh_section_parses_to_typed_values() {
+    let b = base();
+    let token = b.join("cluster.token");
+    let text = format!(
+        "{}[mesh]\n\
+         listen = \"0.0.0.0:51820\"\n\
+         endpoint = \"198.51.100.7:51821\"\n\
+         private_key_file = \"mesh.key\"\n\
+         cluster_token_file = {:?}\n\
+         seeds = [\n\
+           {{ public_key = \"{KEY_A}\", endpoint = \"192.0.2.1:51820\" }},\n\
+           {{ public_key = \"{KEY_B}\", endpoint = \"[2001:db8::1]:51820\" }},\n\
+         ]\n\
+         max_clock_skew = \"2s\"\n\
+         probe_period = \"2s\"\n\
+         probe_timeout = \"300ms\"\n\
+         suspect_timeout = \"10s\"\n\
+         state_interval = \"3s\"\n\
+         lease_duration = \"9s\"\n\
+         handback_after = \"0s\"\n",
+        minimal(),
+        token.display().to_string()
+    );
+    let m = Config::from_toml(&text, &b).unwrap().mesh.unwrap();
+    let want = MeshConfig {
+        listen: "0.0.0.0:51820".parse().unwrap(),
+        endpoint: "198.51.100.7:51821".parse().unwrap(),
+        private_key_file: b.join("mesh.key"),
+        cluster_token_file: token,
+        seeds: vec![
+            SeedConfig {
+                public_key: public_key(KEY_A),
+                endpoint: "192.0.2.1:51820".parse().unwrap(),
+            },
+            SeedConfig {
+                public_key: public_key(KEY_B),
+                endpoint: "[2001:db8::1]:51820".parse().unwrap(),
+            },
+        ],
+        max_clock_skew: Duration::from_secs(2),
+        probe_period: Duration::from_secs(2),
+        probe_timeout: Duration::from_millis(300),
+        suspect_timeout: Duration::from_secs(10),
+        state_interval: Duration::from_secs(3),
+        election: crate::election::ElectionConfig::new(
+            Duration::from_secs(9),
+            Duration::from_secs(2),
+            Duration::ZERO,
+        )
+        .unwrap(),
+    };
+    assert_eq!(m, want);
+}
+
+#[test]
+fn mesh_rules_name_their_key_and_value() {
+    let seeds = |entries: &str| format!("seeds = [{entries}]");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "probe_periodd = \"1s\"".into(),
+            "unknown field `probe_periodd`",
+        ),
+        (
+            seeds(&format!(
+                "{{ public_key = \"{KEY_A}\", endpoint = \"192.0.2.1:51820\", name = \"a\" }}"
+            )),
+            "unknown field `name`",
+        ),
+        (
+            seeds(&format!(
+                "{{ public_key = \"{KEY_A}\", endpoint = \"192.0.2.1:51820\" }}, \
+                 {{ public_key = \"nope\", endpoint = \"192.0.2.2:51820\" }}"
+            )),
+            "mesh.seeds = [1].public_key = \"nope\": WireGuard public key",
+        ),
+        (
+            seeds(&format!(
+                "{{ public_key = \"{KEY_A}\", endpoint = \"192.0.2.1:51820\" }}, \
+                 {{ public_key = \"{KEY_B}\", endpoint = \"192.0.2.2:51820\" }}, \
+                 {{ public_key = \"{KEY_A}\", endpoint = \"192.0.2.3:51820\" }}"
+            )),
+            "mesh.seeds = [2].public_key",
+        ),
+        (
+            seeds(&format!(
+                "{{ public_key = \"{KEY_A}\", endpoint = \"0.0.0.0:51820\" }}"
+            )),
+            "mesh.seeds = [0].endpoint = \"0.0.0.0:51820\"",
+        ),
+        (
+            seeds(&format!(
+                "{{ public_key = \"{KEY_A}\", endpoint = \"192.0.2.1:0\" }}"
+            )),
+            "mesh.seeds = [0].endpoint = \"192.0.2.1:0\"",
+        ),
+        (
+            seeds(&format!(
+                "{{ public_key = \"{KEY_A}\", endpoint = \"seed.example:51820\" }}"
+            )),
+            "mesh.seeds = [0].endpoint = \"seed.example:51820\": must be IP:port",
+        ),
+        (
+            "endpoint = \"[::]:51820\"".into(),
+            "mesh.endpoint = \"[::]:51820\"",
+        ),
+        (
+            "probe_timeout = \"1s\"".into(),
+            "mesh.probe_timeout = \"1s\": must be shorter than mesh.probe_period",
+        ),
+        (
+            "probe_timeout = \"0s\"".into(),
+            "mesh.probe_timeout = \"0s\": must be between",
+        ),
+        (
+            "probe_period = \"50ms\"".into(),
+            "mesh.probe_period = \"50ms\": must be between",
+        ),
+        (
+            "max_clock_skew = \"6s\"".into(),
+            "mesh.lease_duration = \"6s\": skew_margin",
+        ),
+        (
+            "max_clock_skew = \"2m\"".into(),
+            "mesh.max_clock_skew = \"2m\": must be between",
+        ),
+        (
+            "suspect_timeout = \"soon\"".into(),
+            "mesh.suspect_timeout = \"soon\": not a duration",
+        ),
+        (
+            "state_interval = \"2m\"".into(),
+            "mesh.state_interval = \"2m\"",
+        ),
+        (
+            "handback_after = \"2h\"".into(),
+            "mesh.handback_after = \"2h\"",
+        ),
+    ];
+    for (extra, want) in &cases {
+        let e = err(&with_mesh(extra));
+        assert!(e.contains(want), "{extra:?}: got {e:?}, want {want:?}");
+    }
+    // Required keys, rewritten one at a time.
+    let replaced: &[(&str, &str, &str)] = &[
+        (
+            "listen = \"192.0.2.10:51820\"",
+            "listen = \"0.0.0.0:51820\"",
+            "mesh.endpoint = (missing): required because mesh.listen (\"0.0.0.0:51820\")",
+        ),
+        (
+            "listen = \"192.0.2.10:51820\"",
+            "listen = \"51820\"",
+            "mesh.listen = \"51820\": must be IP:port",
+        ),
+        (
+            "listen = \"192.0.2.10:51820\"",
+            "",
+            "missing field `listen`",
+        ),
+        (
+            "private_key_file = \"mesh.key\"",
+            "private_key_file = \"no-such.key\"",
+            "mesh.private_key_file = ",
+        ),
+        (
+            "cluster_token_file = \"cluster.token\"",
+            "cluster_token_file = \"no-such.token\"",
+            "mesh.cluster_token_file = ",
+        ),
+    ];
+    for (from, to, want) in replaced {
+        let e = err(&with_mesh("").replacen(from, to, 1));
+        assert!(e.contains(want), "{to:?}: got {e:?}, want {want:?}");
+    }
+    let missing = err(&with_mesh("").replacen("\"mesh.key\"", "\"no-such.key\"", 1));
+    assert!(missing.ends_with("no-such.key: no such file"), "{missing}");
 }

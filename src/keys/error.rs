@@ -106,6 +106,17 @@ pub enum KeyError {
         path: PathBuf,
     },
 
+    /// A mesh key or cluster token file does not hold what it must.
+    #[error("{kind} file {}: {reason}", path.display())]
+    MeshFile {
+        /// "mesh private key" or "cluster token".
+        kind: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (never the secret).
+        reason: String,
+    },
+
     /// The PEM armour is malformed or has the wrong label.
     #[error("key file {} is not a PKCS8 PEM private key: {reason}", path.display())]
     BadPem {

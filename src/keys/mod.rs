@@ -13,6 +13,8 @@
 //!   [`BlindedKey`]): one file per time period holding the master's blinded keypair
 //!   (`KS_hs_blind_id`) with the master public key and the period it is for, so nodes never need
 //!   the identity secret; loading verifies each key against the master's public identity;
+//! - the mesh's secret files (WireGuard private key, cluster token): [`load_mesh_keys`],
+//!   [`load_cluster_token`] and their generators, under the same file policy;
 //! - [`KeyError`], the errors of all of the above, each naming the file (or the address part)
 //!   and what is wrong.
 //!
@@ -29,6 +31,7 @@ mod blinded;
 mod error;
 mod fsutil;
 mod identity;
+mod mesh_files;
 
 pub use address::OnionAddress;
 pub use blinded::{
@@ -37,3 +40,6 @@ pub use blinded::{
 };
 pub use error::KeyError;
 pub use identity::MasterIdentity;
+pub use mesh_files::{
+    generate_cluster_token_file, generate_mesh_key_file, load_cluster_token, load_mesh_keys,
+};

@@ -1,0 +1,118 @@
+//! The mesh's secret files: this node's WireGuard private key (`wg genkey` text) and the
+//! cluster token. Same policy as every secret file here: read only if no group/other access,
+//! size-bounded, created `0600` and never overwritten.
+
+use std::path::Path;
+
+use base64::Engine as _;
+
+use super::fsutil::{read_secret_file, write_new_secret_file, LengthRule};
+use super::KeyError;
+use crate::mesh::{ClusterToken, MeshKeys, MeshPublicKey};
+
+/// Longest accepted key file: 44 base64 characters plus line ending and some slack.
+const MAX_KEY_FILE: u64 = 128;
+/// Longest accepted token file.
+const MAX_TOKEN_FILE: u64 = 4096;
+
+fn mesh_err(kind: &'static str, path: &Path, reason: impl ToString) -> KeyError {
+    KeyError::MeshFile {
+        kind,
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Loads this node's WireGuard private key (base64, as `wg genkey` writes it).
+pub fn load_mesh_keys(path: &Path) -> Result<MeshKeys, KeyError> {
+    let bytes = read_secret_file(path, LengthRule::AtMost(MAX_KEY_FILE))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        mesh_err(
+            "mesh private key",
+            path,
+            "not text (expected `wg genkey` output)",
+        )
+    })?;
+    MeshKeys::from_private_base64(text.trim()).map_err(|e| mesh_err("mesh private key", path, e))
+}
+
+/// Loads the cluster token (the file's bytes, surrounding whitespace trimmed).
+pub fn load_cluster_token(path: &Path) -> Result<ClusterToken, KeyError> {
+    let bytes = read_secret_file(path, LengthRule::AtMost(MAX_TOKEN_FILE))?;
+    let trimmed = bytes.trim_ascii();
+    ClusterToken::new(trimmed.to_vec()).map_err(|e| mesh_err("cluster token", path, e))
+}
+
+/// Generates a WireGuard private key into a new `0600` file; returns its public key.
+pub fn generate_mesh_key_file(path: &Path) -> Result<MeshPublicKey, KeyError> {
+    let keys = MeshKeys::generate();
+    let mut text = keys.private_key_base64();
+    text.push('\n');
+    write_new_secret_file(path, text.as_bytes())?;
+    Ok(keys.public_key())
+}
+
+/// Generates a cluster token (32 random bytes, base64) into a new `0600` file.
+pub fn generate_cluster_token_file(path: &Path) -> Result<(), KeyError> {
+    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+    rand::fill(&mut raw[..]);
+    let mut text = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(raw));
+    text.push('\n');
+    write_new_secret_file(path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn generated_files_load_back_and_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("mesh.key");
+        let token = dir.path().join("cluster.token");
+        let public = generate_mesh_key_file(&key).unwrap();
+        generate_cluster_token_file(&token).unwrap();
+        for p in [&key, &token] {
+            let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
+        assert_eq!(load_mesh_keys(&key).unwrap().public_key(), public);
+        let t1 = load_cluster_token(&token).unwrap();
+        assert_eq!(
+            t1.preshared_key(),
+            load_cluster_token(&token).unwrap().preshared_key()
+        );
+        assert!(matches!(
+            generate_mesh_key_file(&key),
+            Err(KeyError::AlreadyExists { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason_and_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, body: &[u8], mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, body).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let p = write("short.token", b"tooshort\n", 0o600);
+        let e = load_cluster_token(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("cluster token") && !e.contains("tooshort"),
+            "{e}"
+        );
+        let p = write("open.token", b"0123456789abcdef0123456789", 0o644);
+        let e = load_cluster_token(&p).unwrap_err().to_string();
+        assert!(e.contains("chmod"), "{e}");
+        let p = write("bad.key", b"not-a-key\n", 0o600);
+        let e = load_mesh_keys(&p).unwrap_err().to_string();
+        assert!(e.contains("mesh private key"), "{e}");
+        assert!(
+            !e.contains("not-a-key"),
+            "the file's content is not echoed: {e}"
+        );
+    }
+}
