@@ -14,6 +14,7 @@ pub mod descriptor;
 pub mod election;
 pub mod hosting;
 pub mod keys;
+pub mod membership;
 pub mod mesh;
 pub mod proxy;
 pub mod publisher;

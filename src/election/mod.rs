@@ -242,7 +242,8 @@ pub struct Lease {
     /// Tenure number: higher is newer.
     pub term: u64,
     /// Set while the holder hands the role to this node and has stopped publishing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// (Always serialized: the gossip encoding, postcard, is not self-describing, so a field
+    /// must never be skipped.)
     pub yield_to: Option<NodeId>,
 }
 

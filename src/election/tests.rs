@@ -284,14 +284,17 @@ fn serde_round_trips() {
     assert!(json.contains(r#""kind":"yielding""#), "{json}");
     assert!(json.contains(r#""until":42"#), "{json}");
     assert_eq!(serde_json::from_str::<Decision>(&json).unwrap(), d);
-    // A lease without yield_to omits the field and reads back.
+    // A lease without yield_to writes it as null (never skipped: the gossip encoding is not
+    // self-describing) and reads back, in JSON and in postcard.
     let plain = Lease {
         yield_to: None,
         ..lease
     };
     let json = serde_json::to_string(&plain).unwrap();
-    assert!(!json.contains("yield_to"), "{json}");
+    assert!(json.contains(r#""yield_to":null"#), "{json}");
     assert_eq!(serde_json::from_str::<Lease>(&json).unwrap(), plain);
+    let bytes = postcard::to_allocvec(&plain).unwrap();
+    assert_eq!(postcard::from_bytes::<Lease>(&bytes).unwrap(), plain);
     for reason in [
         Reason::Claimed,
         Reason::Holding,

@@ -1,0 +1,718 @@
+//! The membership state machine: foca's SWIM plus node states, skew checks and counters.
+//! I/O-free: the caller passes datagrams, timer events and the time in, and carries out the
+//! [`Action`]s that come out (the daemon over the WireGuard endpoint, tests and the benchmark
+//! over a simulated network).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+use foca::{Codec, Foca, Notification, PostcardCodec, Runtime, Timer};
+use rand09::rngs::SmallRng;
+use rand09::SeedableRng;
+
+use crate::election::{MembershipView, PeerState, WallTime};
+use crate::mesh::MeshPublicKey;
+
+use super::identity::MemberId;
+use super::wire::{self, Echo, Kind, NodeState, StateMsg, WireError};
+
+/// Timers and bounds of the membership protocol (validated by the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MembershipConfig {
+    /// Messages whose timestamp differs from our clock by more are rejected and counted.
+    pub max_clock_skew: Duration,
+    /// SWIM probe period: one random member probed per period.
+    pub probe_period: Duration,
+    /// Wait for a direct ack before asking others to probe indirectly.
+    pub probe_timeout: Duration,
+    /// Suspected → declared down, unless the member refutes.
+    pub suspect_timeout: Duration,
+    /// Every member gets our state at least this often.
+    pub state_interval: Duration,
+    /// Seeds that are not live members are announced to this often.
+    pub announce_interval: Duration,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        MembershipConfig {
+            max_clock_skew: Duration::from_secs(5),
+            probe_period: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(500),
+            suspect_timeout: Duration::from_secs(2),
+            state_interval: Duration::from_secs(1),
+            announce_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+impl MembershipConfig {
+    fn foca(&self) -> foca::Config {
+        // Sized for up to ~1000 members: each update is piggybacked 12 times.
+        let mut c = foca::Config::new_lan(NonZeroU32::new(1000).expect("non-zero"));
+        c.probe_period = self.probe_period;
+        c.probe_rtt = self.probe_timeout;
+        c.suspect_to_down_after = self.suspect_timeout;
+        c.max_packet_size = NonZeroUsize::new(wire::MAX_BODY).expect("non-zero");
+        // Down members are remembered for 10 minutes so stale gossip cannot resurrect them;
+        // a restarted node comes back under a new boot number anyway.
+        c.remove_down_after = Duration::from_secs(600);
+        c.notify_down_members = true;
+        // Anti-entropy: ask a random member for its member list every 5 s (repairs what
+        // piggybacked gossip missed), and knock on down members' doors every announce interval
+        // so a restarted node without seeds hears of the cluster before its startup hold ends.
+        c.periodic_announce = Some(foca::PeriodicParams {
+            frequency: Duration::from_secs(5),
+            num_members: NonZeroUsize::new(1).expect("non-zero"),
+        });
+        c.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+            frequency: self.announce_interval,
+            num_members: NonZeroUsize::new(3).expect("non-zero"),
+        });
+        c
+    }
+}
+
+/// What the caller must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Make sure the transport has this peer, reached at `endpoint`.
+    AddPeer {
+        /// The peer's key.
+        key: MeshPublicKey,
+        /// Its advertised endpoint.
+        endpoint: SocketAddr,
+    },
+    /// Drop the transport's peer and its sessions (a member declared down: a restarted
+    /// process has none of the old session keys, so the next contact must handshake afresh).
+    RemovePeer {
+        /// The peer's key.
+        key: MeshPublicKey,
+    },
+    /// Send a datagram (an envelope) to a peer.
+    Send {
+        /// The recipient.
+        to: MeshPublicKey,
+        /// The datagram.
+        payload: Vec<u8>,
+    },
+    /// Call [`Membership::handle_timer`] with `timer` after `after`.
+    Timer {
+        /// The event.
+        timer: Timer<MemberId>,
+        /// The delay.
+        after: Duration,
+    },
+}
+
+/// A member's liveness as foca sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Liveness {
+    /// Answering.
+    Alive,
+    /// Missed a probe; declared down unless it refutes within the suspect timeout.
+    Suspect,
+    /// Declared down.
+    Down,
+}
+
+/// Everything known about one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerView {
+    /// Its identity (as last gossiped).
+    pub id: MemberId,
+    /// Its liveness.
+    pub liveness: Liveness,
+    /// The last state it sent, if any.
+    pub state: Option<NodeState>,
+    /// When a valid message from it last arrived (our clock).
+    pub last_seen: Option<WallTime>,
+    /// The last round-trip time measured through state echoes.
+    pub rtt: Option<Duration>,
+    /// Its clock minus ours, from its last message (includes one-way delay), in ms.
+    pub clock_offset_ms: Option<i64>,
+    /// Its messages rejected for clock skew.
+    pub rejected_skew: u64,
+}
+
+/// Counters since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counters {
+    /// Datagrams accepted.
+    pub received: u64,
+    /// Refused: timestamp beyond the skew bound.
+    pub rejected_skew: u64,
+    /// Refused: not a valid envelope or body (bad magic, version, kind, truncated, invalid).
+    pub rejected_malformed: u64,
+    /// Refused: the identity or node id claimed does not match the authenticated sender.
+    pub rejected_spoofed: u64,
+    /// SWIM packets foca refused.
+    pub swim_errors: u64,
+    /// Members that came up.
+    pub members_up: u64,
+    /// Members declared down.
+    pub members_down: u64,
+    /// Datagrams sent.
+    pub sent: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    id: MemberId,
+    state: Option<(u64, u64, NodeState)>,
+    last_seen: Option<WallTime>,
+    /// Their last timestamp and when it arrived, for the echo.
+    last_ts: Option<(u64, WallTime)>,
+    rtt: Option<Duration>,
+    clock_offset_ms: Option<i64>,
+    rejected_skew: u64,
+    last_skew_warning: Option<WallTime>,
+}
+
+impl Peer {
+    fn new(id: MemberId) -> Peer {
+        Peer {
+            id,
+            state: None,
+            last_seen: None,
+            last_ts: None,
+            rtt: None,
+            clock_offset_ms: None,
+            rejected_skew: 0,
+            last_skew_warning: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Note {
+    Up(MemberId),
+    Down(MemberId),
+    Rename(MemberId, MemberId),
+    Rejoin(MemberId),
+    Other,
+}
+
+/// The runtime foca talks to during one call: collects actions and notifications.
+struct Collect<'a> {
+    now: WallTime,
+    out: &'a mut Vec<Action>,
+    notes: &'a mut Vec<Note>,
+    wg: &'a mut HashMap<[u8; 32], SocketAddr>,
+    counters: &'a mut Counters,
+}
+
+impl Collect<'_> {
+    fn ensure_peer(&mut self, id: &MemberId) -> Option<MeshPublicKey> {
+        let key = id.public_key()?;
+        if self.wg.get(&id.key) != Some(&id.endpoint) {
+            self.wg.insert(id.key, id.endpoint);
+            self.out.push(Action::AddPeer {
+                key,
+                endpoint: id.endpoint,
+            });
+        }
+        Some(key)
+    }
+}
+
+impl Runtime<MemberId> for Collect<'_> {
+    fn notify(&mut self, notification: Notification<'_, MemberId>) {
+        self.notes.push(match notification {
+            Notification::MemberUp(id) => Note::Up(id.clone()),
+            Notification::MemberDown(id) => Note::Down(id.clone()),
+            Notification::Rename(a, b) => Note::Rename(a.clone(), b.clone()),
+            Notification::Rejoin(id) => Note::Rejoin(id.clone()),
+            _ => Note::Other,
+        });
+    }
+
+    fn send_to(&mut self, to: MemberId, data: &[u8]) {
+        let Some(key) = self.ensure_peer(&to) else {
+            return;
+        };
+        match wire::encode(Kind::Swim, self.now, data) {
+            Ok(payload) => {
+                self.counters.sent += 1;
+                self.out.push(Action::Send { to: key, payload });
+            }
+            Err(e) => tracing::warn!(error = %e, "SWIM packet not sent"),
+        }
+    }
+
+    fn submit_after(&mut self, timer: Timer<MemberId>, after: Duration) {
+        self.out.push(Action::Timer { timer, after });
+    }
+}
+
+/// One node's membership: who is in the mesh, alive, and in what state.
+pub struct Membership {
+    config: MembershipConfig,
+    foca: Foca<MemberId, PostcardCodec, SmallRng, foca::NoCustomBroadcast>,
+    me: MemberId,
+    seeds: Vec<MemberId>,
+    local: NodeState,
+    local_seq: u64,
+    peers: HashMap<[u8; 32], Peer>,
+    wg: HashMap<[u8; 32], SocketAddr>,
+    out: Vec<Action>,
+    notes: Vec<Note>,
+    counters: Counters,
+    last_state_round: Option<WallTime>,
+    last_announce: Option<WallTime>,
+    changed: bool,
+}
+
+impl Membership {
+    /// A member `me` with initial state `local`, joining through `seeds` (key and endpoint of
+    /// nodes to announce to; may be empty for the first node). `rng_seed` seeds foca's random
+    /// member selection.
+    pub fn new(
+        me: MemberId,
+        config: MembershipConfig,
+        local: NodeState,
+        seeds: &[(MeshPublicKey, SocketAddr)],
+        rng_seed: u64,
+    ) -> Membership {
+        let seeds = seeds
+            .iter()
+            .filter(|(k, _)| k.as_bytes() != &me.key)
+            .map(|(k, e)| MemberId::seed(k, *e))
+            .collect();
+        Membership {
+            foca: Foca::new(
+                me.clone(),
+                config.foca(),
+                SmallRng::seed_from_u64(rng_seed),
+                PostcardCodec,
+            ),
+            config,
+            me,
+            seeds,
+            local,
+            local_seq: 1,
+            peers: HashMap::new(),
+            wg: HashMap::new(),
+            out: Vec::new(),
+            notes: Vec::new(),
+            counters: Counters::default(),
+            last_state_round: None,
+            last_announce: None,
+            changed: true,
+        }
+    }
+
+    /// This node's current identity (its boot number changes on a rejoin).
+    pub fn me(&self) -> &MemberId {
+        &self.me
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// This node's advertised state.
+    pub fn local(&self) -> &NodeState {
+        &self.local
+    }
+
+    /// The actions produced so far; the caller carries them out in order.
+    pub fn drain_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Whether the view (members, liveness, states) changed since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::replace(&mut self.changed, false)
+    }
+
+    fn with_foca<R>(
+        &mut self,
+        now: WallTime,
+        f: impl FnOnce(
+            &mut Foca<MemberId, PostcardCodec, SmallRng, foca::NoCustomBroadcast>,
+            &mut Collect<'_>,
+        ) -> R,
+    ) -> R {
+        let mut rt = Collect {
+            now,
+            out: &mut self.out,
+            notes: &mut self.notes,
+            wg: &mut self.wg,
+            counters: &mut self.counters,
+        };
+        let r = f(&mut self.foca, &mut rt);
+        self.apply_notes(now);
+        r
+    }
+
+    fn apply_notes(&mut self, now: WallTime) {
+        let notes = std::mem::take(&mut self.notes);
+        for note in notes {
+            match note {
+                Note::Up(id) => {
+                    self.counters.members_up += 1;
+                    tracing::info!(member = %id.short(), endpoint = %id.endpoint, "member up");
+                    self.learn(id.clone());
+                    self.send_state_to(now, &id);
+                }
+                Note::Down(id) => {
+                    self.counters.members_down += 1;
+                    tracing::warn!(member = %id.short(), "member declared down");
+                    if let (Some(key), Some(_)) = (id.public_key(), self.wg.remove(&id.key)) {
+                        self.out.push(Action::RemovePeer { key });
+                    }
+                }
+                Note::Rename(old, new) => {
+                    tracing::info!(from = %old.short(), to = %new.short(), boot = new.boot, "member renewed");
+                    self.learn(new);
+                }
+                Note::Rejoin(new_me) => {
+                    tracing::warn!(boot = new_me.boot, "this node was declared down; rejoined");
+                    self.me = new_me;
+                }
+                Note::Other => {}
+            }
+            self.changed = true;
+        }
+    }
+
+    /// Records a gossiped identity; the transport learns its key and endpoint (this is what
+    /// turns a chain into a full mesh).
+    fn learn(&mut self, id: MemberId) {
+        if let Some(key) = id.public_key() {
+            if self.wg.get(&id.key) != Some(&id.endpoint) {
+                self.wg.insert(id.key, id.endpoint);
+                self.out.push(Action::AddPeer {
+                    key,
+                    endpoint: id.endpoint,
+                });
+            }
+        }
+        let peer = self
+            .peers
+            .entry(id.key)
+            .or_insert_with(|| Peer::new(id.clone()));
+        if peer.id.node_id != id.node_id {
+            // Another node id on the same key: nothing it said holds for the new one.
+            peer.state = None;
+        }
+        // A new boot keeps the old state until the new life's first state replaces it (that
+        // is sent the moment it sees us): dropping it would hide a live holder's lease for a
+        // moment and invite a needless claim. A stale lease expires on its own.
+        peer.id = id;
+    }
+
+    /// Starts joining: announces to every seed. Call once after creation; [`Membership::tick`]
+    /// repeats it for the seeds that are not live members.
+    pub fn join(&mut self, now: WallTime) {
+        self.announce_to_seeds(now, false);
+    }
+
+    /// Announces to the seeds (all of them, or only those not held live). Seeds are retried
+    /// until they answer: a seed that was not up yet when this node started, or that went away
+    /// and came back, is reached without waiting for some member to mention it.
+    fn announce_to_seeds(&mut self, now: WallTime, only_missing: bool) {
+        self.last_announce = Some(now);
+        let live: std::collections::HashSet<[u8; 32]> =
+            self.foca.iter_members().map(|m| m.id().key).collect();
+        let seeds: Vec<MemberId> = self
+            .seeds
+            .iter()
+            .filter(|s| !only_missing || !live.contains(&s.key))
+            .cloned()
+            .collect();
+        for seed in seeds {
+            self.with_foca(now, |foca, rt| {
+                if let Err(e) = foca.announce(seed.clone(), rt) {
+                    tracing::debug!(error = %e, "announce failed");
+                }
+            });
+        }
+    }
+
+    /// Periodic duties; call at least every 100 ms: state to every member each
+    /// `state_interval`, announces to seeds not yet (or no longer) live members each
+    /// `announce_interval`.
+    pub fn tick(&mut self, now: WallTime) {
+        if self
+            .last_announce
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.config.announce_interval)
+        {
+            self.announce_to_seeds(now, true);
+        }
+        if self
+            .last_state_round
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.config.state_interval)
+        {
+            self.state_round(now);
+        }
+    }
+
+    fn state_round(&mut self, now: WallTime) {
+        self.last_state_round = Some(now);
+        let members: Vec<MemberId> = self.foca.iter_members().map(|m| m.id().clone()).collect();
+        for id in members {
+            self.send_state_to(now, &id);
+        }
+    }
+
+    fn send_state_to(&mut self, now: WallTime, id: &MemberId) {
+        let Some(key) = id.public_key() else { return };
+        let echo = self
+            .peers
+            .get(&id.key)
+            .and_then(|p| p.last_ts)
+            .and_then(|(ts, at)| {
+                let held = now.saturating_duration_since(at);
+                (held <= self.config.state_interval * 2).then(|| Echo {
+                    timestamp: ts,
+                    held_ms: u32::try_from(held.as_millis()).unwrap_or(u32::MAX),
+                })
+            });
+        let msg = StateMsg {
+            node_id: self.me.node_id.clone(),
+            boot: self.me.boot,
+            seq: self.local_seq,
+            state: self.local.clone(),
+            echo,
+        };
+        match msg
+            .encode()
+            .and_then(|b| wire::encode(Kind::State, now, &b))
+        {
+            Ok(payload) => {
+                if self.wg.get(&id.key) != Some(&id.endpoint) {
+                    self.wg.insert(id.key, id.endpoint);
+                    self.out.push(Action::AddPeer {
+                        key,
+                        endpoint: id.endpoint,
+                    });
+                }
+                self.counters.sent += 1;
+                self.out.push(Action::Send { to: key, payload });
+            }
+            Err(e) => tracing::warn!(error = %e, "state not sent"),
+        }
+    }
+
+    /// Replaces this node's advertised state; a change goes to every member at once.
+    pub fn set_local(&mut self, now: WallTime, state: NodeState) {
+        if state == self.local {
+            return;
+        }
+        self.local = state;
+        self.local_seq += 1;
+        self.changed = true;
+        self.state_round(now);
+    }
+
+    /// Leaves the cluster: members learn at once that this node is gone (a clean stop does
+    /// not wait for the failure detector).
+    pub fn leave(&mut self, now: WallTime) {
+        self.with_foca(now, |foca, rt| {
+            if let Err(e) = foca.leave_cluster(rt) {
+                tracing::debug!(error = %e, "leave");
+            }
+        });
+    }
+
+    /// A foca timer fired.
+    pub fn handle_timer(&mut self, now: WallTime, timer: Timer<MemberId>) {
+        self.with_foca(now, |foca, rt| {
+            if let Err(e) = foca.handle_timer(timer, rt) {
+                tracing::debug!(error = %e, "timer");
+            }
+        });
+    }
+
+    /// A datagram from the authenticated peer `from`. Invalid input is counted and dropped.
+    pub fn handle_datagram(&mut self, now: WallTime, from: &MeshPublicKey, datagram: &[u8]) {
+        match self.try_datagram(now, from, datagram) {
+            Ok(()) => self.counters.received += 1,
+            Err(Refused::Malformed(e)) => {
+                self.counters.rejected_malformed += 1;
+                tracing::debug!(peer = %from.short(), error = %e, "malformed datagram dropped");
+            }
+            Err(Refused::Spoofed(what)) => {
+                self.counters.rejected_spoofed += 1;
+                tracing::warn!(peer = %from.short(), what, "datagram claims another identity; dropped");
+            }
+            Err(Refused::Skew) => self.counters.rejected_skew += 1,
+            Err(Refused::Swim(e)) => {
+                self.counters.swim_errors += 1;
+                tracing::debug!(peer = %from.short(), error = %e, "SWIM packet refused");
+            }
+        }
+    }
+
+    fn try_datagram(
+        &mut self,
+        now: WallTime,
+        from: &MeshPublicKey,
+        datagram: &[u8],
+    ) -> Result<(), Refused> {
+        let env = wire::decode(datagram).map_err(Refused::Malformed)?;
+        let ts = env.timestamp.as_millis();
+        let offset = i128::from(ts) - i128::from(now.as_millis());
+        let offset_ms = i64::try_from(offset).unwrap_or(i64::MAX);
+        let skewed = offset.unsigned_abs() > self.config.max_clock_skew.as_millis();
+        if skewed {
+            if let Some(p) = self.peers.get_mut(from.as_bytes()) {
+                p.rejected_skew += 1;
+                p.clock_offset_ms = Some(offset_ms);
+                let warn = p
+                    .last_skew_warning
+                    .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(30));
+                if warn {
+                    p.last_skew_warning = Some(now);
+                    tracing::warn!(
+                        member = %p.id.short(),
+                        offset_ms,
+                        max_ms = self.config.max_clock_skew.as_millis() as u64,
+                        "peer's clock is off beyond mesh.max_clock_skew: its messages are rejected"
+                    );
+                }
+            } else {
+                tracing::warn!(peer = %from.short(), offset_ms, "message beyond mesh.max_clock_skew rejected");
+            }
+            return Err(Refused::Skew);
+        }
+        match env.kind {
+            Kind::Swim => {
+                let header =
+                    PostcardCodec
+                        .decode_header(env.body)
+                        .map_err(|e: postcard::Error| {
+                            Refused::Malformed(WireError::Body {
+                                kind: Kind::Swim,
+                                reason: e.to_string(),
+                            })
+                        })?;
+                let src: &MemberId = &header.src;
+                if src.key != *from.as_bytes() {
+                    return Err(Refused::Spoofed("SWIM source key"));
+                }
+                if !src.is_valid() {
+                    return Err(Refused::Malformed(WireError::Invalid {
+                        field: "identity",
+                        problem: "bad node id or endpoint",
+                    }));
+                }
+                self.seen(now, from, ts, offset_ms);
+                let body = env.body;
+                self.with_foca(now, |foca, rt| foca.handle_data(body, rt))
+                    .map_err(|e| Refused::Swim(e.to_string()))
+            }
+            Kind::State => {
+                let msg = StateMsg::decode(env.body).map_err(Refused::Malformed)?;
+                let Some(peer) = self.peers.get_mut(from.as_bytes()) else {
+                    // Not gossiped yet: its SWIM traffic will introduce it, and it resends.
+                    return Ok(());
+                };
+                if peer.id.node_id != msg.node_id {
+                    return Err(Refused::Spoofed("state node id"));
+                }
+                let newer = peer
+                    .state
+                    .as_ref()
+                    .is_none_or(|(b, s, _)| (msg.boot, msg.seq) > (*b, *s));
+                let fresh = peer
+                    .state
+                    .as_ref()
+                    .is_none_or(|(b, s, _)| (msg.boot, msg.seq) >= (*b, *s));
+                if newer {
+                    peer.state = Some((msg.boot, msg.seq, msg.state));
+                    self.changed = true;
+                }
+                if fresh {
+                    if let Some(echo) = msg.echo {
+                        let rtt = now
+                            .as_millis()
+                            .checked_sub(echo.timestamp)
+                            .and_then(|d| d.checked_sub(u64::from(echo.held_ms)));
+                        if let Some(rtt) = rtt.filter(|r| *r < 60_000) {
+                            peer.rtt = Some(Duration::from_millis(rtt));
+                        }
+                    }
+                }
+                self.seen(now, from, ts, offset_ms);
+                Ok(())
+            }
+        }
+    }
+
+    fn seen(&mut self, now: WallTime, from: &MeshPublicKey, ts: u64, offset_ms: i64) {
+        if let Some(p) = self.peers.get_mut(from.as_bytes()) {
+            p.last_seen = Some(now);
+            p.last_ts = Some((ts, now));
+            p.clock_offset_ms = Some(offset_ms);
+        }
+    }
+
+    /// Every member foca knows (down ones included, until forgotten), with what we know of it.
+    pub fn peers(&self) -> Vec<PeerView> {
+        let mut out: Vec<PeerView> = self
+            .foca
+            .iter_membership_state()
+            .map(|m| {
+                let id = m.id();
+                let p = self.peers.get(&id.key);
+                PeerView {
+                    id: id.clone(),
+                    liveness: match m.state() {
+                        foca::State::Alive => Liveness::Alive,
+                        foca::State::Suspect => Liveness::Suspect,
+                        foca::State::Down => Liveness::Down,
+                    },
+                    state: p.and_then(|p| p.state.as_ref()).map(|(_, _, s)| s.clone()),
+                    last_seen: p.and_then(|p| p.last_seen),
+                    rtt: p.and_then(|p| p.rtt),
+                    clock_offset_ms: p.and_then(|p| p.clock_offset_ms),
+                    rejected_skew: p.map(|p| p.rejected_skew).unwrap_or(0),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.node_id.cmp(&b.id.node_id));
+        out
+    }
+
+    /// How many members foca holds active (alive or suspect).
+    pub fn live_members(&self) -> usize {
+        self.foca.num_members()
+    }
+
+    /// What the election sees: live members that have told us their state.
+    pub fn election_view(&self) -> MembershipView {
+        MembershipView {
+            self_id: self.me.node_id.clone(),
+            self_priority: self.local.priority,
+            self_eligible: self.local.health.eligible(),
+            peers: self
+                .peers()
+                .into_iter()
+                .filter(|p| p.liveness != Liveness::Down)
+                .filter_map(|p| {
+                    let s = p.state?;
+                    Some(PeerState {
+                        id: p.id.node_id,
+                        priority: s.priority,
+                        eligible: s.health.eligible(),
+                        lease: s.lease,
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+enum Refused {
+    Malformed(WireError),
+    Spoofed(&'static str),
+    Skew,
+    Swim(String),
+}
