@@ -4,9 +4,12 @@
 //! identity must be the master address) → embedded Arti (bootstrap with progress in the log) →
 //! keystore prepared (public identity + blinded keys of the relevant periods; never the
 //! identity secret) → master service launched and checked → the stream task (every rendezvous
-//! stream to the [`Proxy`]) and the publisher task ([`publish_loop`]). Every task ends when the
+//! stream to the [`Proxy`]) and the publisher task ([`publish_loop`]). With `[mesh]` configured
+//! the cluster link ([`Cluster`]: WireGuard mesh, membership, election) starts right after the
+//! keys, before Arti, and the publisher publishes only while the election says so. Every task ends when the
 //! shutdown channel turns true; the caller owns the signal handling.
 
+mod cluster;
 pub mod keys;
 mod publish;
 mod streams;
@@ -27,6 +30,7 @@ use crate::keys::KeyError;
 use crate::proxy::Proxy;
 use crate::status::{self, Snapshot, StatusError};
 
+pub use cluster::Cluster;
 pub use keys::{KeySource, KeySourceError};
 pub use publish::publish_loop;
 
@@ -55,6 +59,9 @@ pub enum DaemonError {
         /// What is wrong.
         problem: String,
     },
+    /// The mesh transport could not start (its UDP socket).
+    #[error("mesh: {0}")]
+    Mesh(crate::mesh::TransportError),
     /// Arti failed.
     #[error("Arti: {what}: {source}")]
     Arti {
@@ -110,10 +117,18 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let listener = status::bind(config.status.listen).await?;
     let (snapshots, snapshot_rx) =
         watch::channel(Snapshot::starting(&config.node.id, &master.to_string()));
-    let status_task = tokio::spawn(status::serve(listener, snapshot_rx, shutdown.clone()));
     tracing::info!(node = %config.node.id, master = %master, status = %config.status.listen, "starting");
 
     let key_source = KeySource::load(&config.master)?;
+    // The mesh starts before Arti bootstraps, so the cluster forms meanwhile (this node is not
+    // eligible to publish until its service runs).
+    let cluster = Cluster::start(&config, shutdown.clone()).await?;
+    let status_task = tokio::spawn(status::serve(
+        listener,
+        snapshot_rx,
+        cluster.status(),
+        shutdown.clone(),
+    ));
     let arti_config = arti_config(&config)?;
     let client = TorClient::builder()
         .config(arti_config)
@@ -137,7 +152,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let mut stop = shutdown.clone();
     tokio::select! {
         r = client.bootstrap() => r.map_err(arti("bootstrap"))?,
-        _ = stop.wait_for(|s| *s) => return Ok(()),
+        _ = stop.wait_for(|s| *s) => {
+            cluster.stopped().await;
+            return Ok(());
+        }
     }
     progress.abort();
     tracing::info!("bootstrapped");
@@ -170,6 +188,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         )));
     }
     tracing::info!(address = %master, "master onion service launched");
+    cluster.set_health(crate::membership::Health::Healthy);
 
     let proxy = Proxy::from_config(&config.target, &client, shutdown.clone());
     let streams_task = tokio::spawn(streams::serve(
@@ -183,10 +202,12 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         Arc::clone(&config),
         key_source,
         proxy,
+        &cluster,
         snapshots,
         shutdown,
     )
     .await;
+    cluster.stopped().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), streams_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), status_task).await;
     drop(service);

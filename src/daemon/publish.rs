@@ -13,8 +13,10 @@ use tor_linkspec::HasRelayIds;
 use tor_netdir::NetDir;
 use tor_rtcompat::PreferredRuntime;
 
+use super::cluster::Cluster;
 use super::keys::{self, KeySource};
 use crate::config::Config;
+use crate::election;
 use crate::hosting::{self, IptRecord};
 use crate::keys::OnionAddress;
 use crate::proxy::Proxy;
@@ -135,9 +137,11 @@ pub async fn publish_loop(
     config: Arc<Config>,
     mut key_source: KeySource,
     proxy: Proxy,
+    cluster: &Cluster,
     snapshots: watch::Sender<Snapshot>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut role = cluster.role();
     let master = config.master.onion_address.clone();
     let nick = hosting::nickname();
     let mut schedule = Schedule::new(
@@ -149,13 +153,32 @@ pub async fn publish_loop(
     let mut synced_for: Vec<TimePeriod> = Vec::new();
     let mut periods: BTreeMap<String, PeriodStatus> = BTreeMap::new();
     let mut snapshot = Snapshot::starting(&config.node.id, &master.to_string());
-    snapshot.role = Role::Publisher;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut was_publisher = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            // A role change is acted on at once, not at the next tick.
+            _ = role.changed() => {}
             _ = shutdown.wait_for(|s| *s) => break,
         }
+        let publisher = *role.borrow_and_update() == election::Role::Publisher;
+        if publisher != was_publisher {
+            tracing::info!(publisher, "role changed");
+            if publisher {
+                // Taking over: publish at once, whatever the previous holder did.
+                schedule = Schedule::new(
+                    config.publish.min_republish_gap,
+                    config.publish.republish_interval,
+                );
+            }
+            was_publisher = publisher;
+        }
+        snapshot.role = if publisher {
+            Role::Publisher
+        } else {
+            Role::Standby
+        };
         snapshot.proxy = proxy.stats();
         let netdir = match client.dirmgr().map(|d| d.timely_netdir()) {
             Ok(Ok(n)) => n,
@@ -192,12 +215,18 @@ pub async fn publish_loop(
             .collect();
         let mut lids: Vec<String> = ipts.iter().map(|i| i.lid.clone()).collect();
         lids.sort();
+        cluster.set_intro_points(&lids);
         let inputs = Inputs {
             ipts: lids,
             rings: rings(&netdir, &master),
         };
         let now = Instant::now();
-        if let Some(reason) = schedule.due(now, &inputs) {
+        let due = if publisher {
+            schedule.due(now, &inputs)
+        } else {
+            None
+        };
+        if let Some(reason) = due {
             tracing::info!(?reason, intro_points = ipts.len(), "publishing");
             let round = publish_round(&client, &netdir, &master, &key_source, &ipts, &config);
             let results = tokio::select! {

@@ -13,10 +13,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::membership::MeshStatus;
 use crate::proxy::ProxyStats;
 
-/// Version of the status schema.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the status schema (2: `cluster` and the `standby` role).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// What this node does for the master address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +27,8 @@ pub enum Role {
     Starting,
     /// Hosting the service and publishing the descriptor.
     Publisher,
+    /// Hosting the service; another node publishes.
+    Standby,
 }
 
 /// One of this node's intro points (public facts only).
@@ -93,6 +96,9 @@ pub struct Snapshot {
     pub periods: Vec<PeriodStatus>,
     /// Streams proxied to the target.
     pub proxy: ProxyStats,
+    /// The mesh: members, roles, per-peer last-seen/RTT (absent in single-node mode).
+    #[serde(default)]
+    pub cluster: Option<MeshStatus>,
 }
 
 impl Snapshot {
@@ -107,6 +113,7 @@ impl Snapshot {
             intro_points: Vec::new(),
             periods: Vec::new(),
             proxy: ProxyStats::default(),
+            cluster: None,
         }
     }
 
@@ -155,6 +162,49 @@ impl Snapshot {
             "proxy: {} active, {} total, {} refused, {} failed connects, {} B up, {} B down",
             p.active, p.total, p.refused, p.failed_connects, p.bytes_up, p.bytes_down
         );
+        if let Some(c) = &self.cluster {
+            let _ = writeln!(
+                s,
+                "mesh: key {} at {}  election {:?} ({})  publisher {}",
+                c.public_key,
+                c.endpoint,
+                c.role,
+                c.reason,
+                c.publisher.as_deref().unwrap_or("none seen")
+            );
+            let _ = writeln!(s, "members ({} live):", c.live_members().count());
+            for m in &c.members {
+                let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
+                let _ = writeln!(
+                    s,
+                    "  {:<16} {:<8} {:<22} prio {:<4} {:<11} {:<9} seen {} ago  rtt {}  wg {}",
+                    m.node_id,
+                    format!("{:?}", m.liveness).to_lowercase(),
+                    m.endpoint,
+                    m.priority.map_or("-".into(), |p| p.to_string()),
+                    m.health
+                        .map_or("-".into(), |h| format!("{h:?}").to_lowercase()),
+                    m.role
+                        .map_or("-".into(), |r| format!("{r:?}").to_lowercase()),
+                    ms(m.last_seen_ms_ago),
+                    ms(m.rtt_ms),
+                    m.wireguard_handshake_age_ms
+                        .map_or("no session".to_string(), |a| format!("{} s", a / 1000)),
+                );
+            }
+            let k = &c.counters;
+            let _ = writeln!(
+                s,
+                "  gossip: {} received, {} rejected for skew, {} malformed, {} spoofed; {} up, {} down events",
+                k.received, k.rejected_skew, k.rejected_malformed, k.rejected_spoofed, k.members_up, k.members_down
+            );
+            let t = &c.transport;
+            let _ = writeln!(
+                s,
+                "  wireguard: {} unknown-key and {} bad packets dropped, {} provisional peers expired",
+                t.dropped_unknown_peer, t.dropped_bad_packet, t.provisional_expired
+            );
+        }
         s
     }
 }
@@ -195,10 +245,12 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StatusError> {
         .map_err(|source| StatusError::Bind { addr, source })
 }
 
-/// Serves `GET /status` with the latest snapshot until `shutdown` turns true.
+/// Serves `GET /status` with the latest snapshot (and the latest mesh status in its
+/// `cluster` field) until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     snapshots: watch::Receiver<Snapshot>,
+    cluster: watch::Receiver<Option<MeshStatus>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -207,7 +259,8 @@ pub async fn serve(
             _ = shutdown.changed() => return,
         };
         let Ok((mut stream, _)) = conn else { continue };
-        let snapshot = snapshots.borrow().clone();
+        let mut snapshot = snapshots.borrow().clone();
+        snapshot.cluster = cluster.borrow().clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
@@ -275,7 +328,8 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(Snapshot::starting("n1", "x.onion"));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let server = tokio::spawn(serve(listener, rx, stop_rx));
+        let (_cluster_tx, cluster_rx) = watch::channel(None);
+        let server = tokio::spawn(serve(listener, rx, cluster_rx, stop_rx));
         assert_eq!(fetch(addr).await.unwrap().role, Role::Starting);
         let mut next = Snapshot::starting("n1", "x.onion");
         next.role = Role::Publisher;
