@@ -1,0 +1,389 @@
+//! Driving real `rustbalance` processes for the integration tests and benchmarks: node
+//! directories made by `rustbalance init`, the daemon started and stopped (SIGTERM or
+//! `kill -9`), its status read over its HTTP endpoint, clusters wired with `[mesh]` sections.
+//! Included by tests with `mod support;` and by benches with `#[path]`.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use testnet::client::{http_get_via_socks, ControlConn, HttpResponse};
+use testnet::Description;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rustbalance");
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A free UDP port on 127.0.0.1.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh scratch directory under the target's tmp dir.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Runs the binary to completion.
+pub fn rustbalance(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run rustbalance")
+}
+
+/// Runs the binary and returns its stdout, panicking with stderr on failure.
+pub fn rustbalance_ok(args: &[&str]) -> String {
+    let out = rustbalance(args);
+    assert!(
+        out.status.success(),
+        "rustbalance {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// GET /status from a daemon's endpoint, as JSON (None if it does not answer).
+pub fn status_at(addr: &str) -> Option<serde_json::Value> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /status HTTP/1.0\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200")
+        .then(|| serde_json::from_str(body).ok())?
+}
+
+/// A node directory made by `rustbalance init`, and its daemon once started.
+pub struct Node {
+    pub name: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub address: String,
+    pub status_addr: String,
+    pub child: Option<Child>,
+    starts: u32,
+}
+
+impl Node {
+    pub fn init(name: &str, target: &str, net: &Description) -> Node {
+        Node::init_with(name, target, net, &[])
+    }
+
+    pub fn init_with(name: &str, target: &str, net: &Description, extra: &[&str]) -> Node {
+        let dir = scratch(name);
+        let status_addr = format!("127.0.0.1:{}", free_port());
+        let args: Vec<&str> = [
+            "init",
+            "--target",
+            target,
+            "--dir",
+            dir.to_str().unwrap(),
+            "--node-id",
+            name,
+            "--arti-config",
+            net.arti_config.to_str().unwrap(),
+            "--status-listen",
+            &status_addr,
+        ]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect();
+        let text = rustbalance_ok(&args);
+        let address = text
+            .lines()
+            .find_map(|l| l.strip_prefix("master address: "))
+            .expect("init prints the master address")
+            .to_string();
+        Node {
+            name: name.to_string(),
+            config: dir.join("rustbalance.toml"),
+            dir,
+            address,
+            status_addr,
+            child: None,
+            starts: 0,
+        }
+    }
+
+    /// The master identity key file `init` wrote.
+    pub fn key_file(&self) -> PathBuf {
+        self.dir.join("hs_ed25519_secret_key")
+    }
+
+    pub fn start(&mut self) {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "-c", self.config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> Option<serde_json::Value> {
+        status_at(&self.status_addr)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Panics with the log if the daemon exited.
+    pub fn assert_running(&mut self) {
+        if let Some(Ok(Some(code))) = self.child.as_mut().map(|c| c.try_wait()) {
+            panic!("{} exited with {code}:\n{}", self.name, self.log());
+        }
+    }
+
+    /// Waits until a descriptor is on at least one HSDir; returns the status then.
+    pub fn wait_published(&mut self) -> serde_json::Value {
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = self.status() {
+                if published(&s) {
+                    eprintln!("published {:.1} s after start", t0.elapsed().as_secs_f64());
+                    return s;
+                }
+            }
+            self.assert_running();
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "nothing published in 120 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's PID.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGKILL);
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit (30 s at most).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("started");
+        // SAFETY: kill(2) on our own child's PID.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let t0 = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "no exit 30 s after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Whether a status shows a descriptor accepted by at least one HSDir.
+pub fn published(s: &serde_json::Value) -> bool {
+    s["periods"].as_array().into_iter().flatten().any(|p| {
+        p["hsdirs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|h| h["ok"] == true)
+    })
+}
+
+/// GET through the C-tor client with retries (a fresh descriptor may still be propagating).
+pub fn fetch(net: &Description, onion: &str, path: &str) -> HttpResponse {
+    let t0 = Instant::now();
+    loop {
+        match http_get_via_socks(
+            net.client.socks,
+            onion,
+            80,
+            path,
+            Some(path),
+            Duration::from_secs(60),
+        ) {
+            Ok(r) => return r,
+            Err(e) if t0.elapsed() < Duration::from_secs(120) => {
+                eprintln!("fetch {path}: {e}; retrying");
+                newnym(net);
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            Err(e) => panic!("C-tor client could not fetch {path} through the master: {e}"),
+        }
+    }
+}
+
+/// Asks the C-tor client for new circuits.
+pub fn newnym(net: &Description) {
+    if let Ok(mut c) = ControlConn::connect(
+        net.client.control,
+        &net.client.control_cookie,
+        Duration::from_secs(5),
+    ) {
+        let _ = c.command("SIGNAL NEWNYM");
+    }
+}
+
+/// One node of a test cluster: its directory, mesh key and port.
+pub struct ClusterNode {
+    pub node: Node,
+    pub public_key: String,
+    pub mesh_port: u16,
+}
+
+impl ClusterNode {
+    pub fn seed(&self) -> (String, u16) {
+        (self.public_key.clone(), self.mesh_port)
+    }
+
+    /// The `cluster` part of the status.
+    pub fn mesh(&self) -> Option<serde_json::Value> {
+        self.node.status().map(|s| s["cluster"].clone())
+    }
+}
+
+/// Creates a cluster node: `init` (importing `master_key` if given), a mesh key, the
+/// `[mesh]` section with `token` and `seeds`, and `node.priority`.
+pub fn cluster_node(
+    name: &str,
+    target: &str,
+    net: &Description,
+    master_key: Option<&Path>,
+    priority: u32,
+    token: &Path,
+    seeds: &[(String, u16)],
+) -> ClusterNode {
+    let import;
+    let extra: Vec<&str> = match master_key {
+        Some(k) => {
+            import = k.to_str().unwrap().to_string();
+            vec!["--import", &import]
+        }
+        None => vec![],
+    };
+    let node = Node::init_with(name, target, net, &extra);
+    let key = node.dir.join("mesh.key");
+    let out = rustbalance_ok(&["keys", "mesh-generate", "--out", key.to_str().unwrap()]);
+    let public_key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .expect("mesh-generate prints the public key")
+        .to_string();
+    let mesh_port = free_udp_port();
+    let seeds_toml: Vec<String> = seeds
+        .iter()
+        .map(|(k, p)| format!("{{ public_key = \"{k}\", endpoint = \"127.0.0.1:{p}\" }}"))
+        .collect();
+    let mut text = std::fs::read_to_string(&node.config).unwrap();
+    text = text.replace("priority = 100", &format!("priority = {priority}"));
+    text.push_str(&format!(
+        "\n[mesh]\nlisten = \"127.0.0.1:{mesh_port}\"\nprivate_key_file = \"mesh.key\"\n\
+         cluster_token_file = {:?}\nseeds = [{}]\n",
+        token.to_str().unwrap(),
+        seeds_toml.join(", ")
+    ));
+    std::fs::write(&node.config, text).unwrap();
+    ClusterNode {
+        node,
+        public_key,
+        mesh_port,
+    }
+}
+
+/// A new cluster token file in `dir`.
+pub fn new_token(dir: &Path, name: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join(name);
+    let _ = std::fs::remove_file(&p);
+    rustbalance_ok(&["keys", "token-generate", "--out", p.to_str().unwrap()]);
+    p
+}
+
+/// Polls `check` every 200 ms until it returns Some, or panics after `limit` with `what`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(t0.elapsed() < limit, "timed out after {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The node ids a mesh status lists as live (alive or suspect).
+pub fn live_members(mesh: &serde_json::Value) -> Vec<String> {
+    let mut v: Vec<String> = mesh["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["liveness"] != "down")
+        .filter_map(|m| m["node_id"].as_str().map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The role a mesh status reports ("publisher" / "standby").
+pub fn role(mesh: &serde_json::Value) -> String {
+    mesh["role"].as_str().unwrap_or("").to_string()
+}
+
+/// A member's entry in a mesh status.
+pub fn member<'a>(mesh: &'a serde_json::Value, node_id: &str) -> Option<&'a serde_json::Value> {
+    mesh["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["node_id"] == node_id)
+}
