@@ -12,8 +12,12 @@ pub struct Agent {
     membership: Membership,
     election: Election,
     decision: Option<Decision>,
+    last_observed: Option<WallTime>,
     role_changes: u64,
 }
+
+/// The election is observed at least this often.
+const MAX_OBSERVE_GAP: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Agent {
     /// An agent around `membership`, electing with `election`.
@@ -22,6 +26,7 @@ impl Agent {
             membership,
             election: Election::new(election),
             decision: None,
+            last_observed: None,
             role_changes: 0,
         }
     }
@@ -41,6 +46,22 @@ impl Agent {
     /// state (sent at once when they change). Returns the role.
     pub fn step(&mut self, now: WallTime) -> Role {
         self.membership.tick(now);
+        // The election runs when its inputs changed, when it asked to be asked again, and at
+        // least every second; not on every step (a 1000-member view costs).
+        let due = self.membership.take_changed()
+            || self.decision.is_none()
+            || self
+                .decision
+                .as_ref()
+                .is_some_and(|d| d.next_check.is_some_and(|t| now >= t))
+            || self
+                .last_observed
+                .is_none_or(|t| now.saturating_duration_since(t) >= MAX_OBSERVE_GAP)
+            || self.last_observed.is_some_and(|t| now < t);
+        if !due {
+            return self.role();
+        }
+        self.last_observed = Some(now);
         let view = self.membership.election_view();
         let decision = self.election.observe(now, &view);
         let mut local = self.membership.local().clone();
@@ -50,6 +71,8 @@ impl Agent {
             Role::Standby => AdvertisedRole::Standby,
         };
         self.membership.set_local(now, local);
+        // Our own state change is not news for the election.
+        let _ = self.membership.take_changed();
         let before = self.decision.as_ref().map(|d| d.role);
         if before != Some(decision.role) {
             if before.is_some() {

@@ -18,6 +18,9 @@ use crate::mesh::MeshPublicKey;
 use super::identity::MemberId;
 use super::wire::{self, Echo, Kind, NodeState, StateMsg, WireError};
 
+/// How many members get the periodic state refresh per `state_interval` (changes go to all).
+pub const STATE_FANOUT: usize = 16;
+
 /// Timers and bounds of the membership protocol (validated by the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MembershipConfig {
@@ -262,6 +265,10 @@ pub struct Membership {
     notes: Vec<Note>,
     counters: Counters,
     last_state_round: Option<WallTime>,
+    /// Where the round-robin refresh continues.
+    refresh_cursor: usize,
+    /// A changed state is sent to everyone twice: at once and once more here.
+    repeat_change_at: Option<WallTime>,
     last_announce: Option<WallTime>,
     changed: bool,
 }
@@ -300,6 +307,8 @@ impl Membership {
             notes: Vec::new(),
             counters: Counters::default(),
             last_state_round: None,
+            refresh_cursor: 0,
+            repeat_change_at: None,
             last_announce: None,
             changed: true,
         }
@@ -453,8 +462,26 @@ impl Membership {
         }
     }
 
+    /// The periodic refresh: our state to the next [`STATE_FANOUT`] members in round-robin
+    /// order, so every member hears from us at least every `ceil(n / 16)` intervals (every
+    /// interval up to 16 members) while the cost per node stays constant as the mesh grows.
     fn state_round(&mut self, now: WallTime) {
         self.last_state_round = Some(now);
+        let members: Vec<MemberId> = self.foca.iter_members().map(|m| m.id().clone()).collect();
+        if members.is_empty() {
+            return;
+        }
+        let n = members.len().min(STATE_FANOUT);
+        for i in 0..n {
+            let id = &members[(self.refresh_cursor + i) % members.len()];
+            self.send_state_to(now, id);
+        }
+        self.refresh_cursor = (self.refresh_cursor + n) % members.len();
+    }
+
+    /// A change goes to every live member at once (and once more a state interval later,
+    /// against loss).
+    fn broadcast_state(&mut self, now: WallTime) {
         let members: Vec<MemberId> = self.foca.iter_members().map(|m| m.id().clone()).collect();
         for id in members {
             self.send_state_to(now, &id);
@@ -508,7 +535,8 @@ impl Membership {
         self.local = state;
         self.local_seq += 1;
         self.changed = true;
-        self.state_round(now);
+        self.broadcast_state(now);
+        self.repeat_change_at = Some(now.saturating_add(self.config.state_interval));
     }
 
     /// Leaves the cluster: members learn at once that this node is gone (a clean stop does
@@ -693,16 +721,16 @@ impl Membership {
             self_priority: self.local.priority,
             self_eligible: self.local.health.eligible(),
             peers: self
-                .peers()
-                .into_iter()
-                .filter(|p| p.liveness != Liveness::Down)
-                .filter_map(|p| {
-                    let s = p.state?;
+                .foca
+                .iter_members()
+                .filter_map(|m| {
+                    let p = self.peers.get(&m.id().key)?;
+                    let (_, _, s) = p.state.as_ref()?;
                     Some(PeerState {
-                        id: p.id.node_id,
+                        id: m.id().node_id.clone(),
                         priority: s.priority,
                         eligible: s.health.eligible(),
-                        lease: s.lease,
+                        lease: s.lease.clone(),
                     })
                 })
                 .collect(),

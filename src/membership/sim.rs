@@ -91,6 +91,8 @@ pub struct Sim {
     net: NetConfig,
     membership: MembershipConfig,
     election: ElectionConfig,
+    /// Whether nodes run the election (off: membership only, for large convergence runs).
+    pub elect: bool,
     /// Datagrams delivered / lost so far.
     pub delivered: u64,
     /// Datagrams lost or cut by a partition.
@@ -116,6 +118,7 @@ impl Sim {
             net,
             membership,
             election,
+            elect: true,
             delivered: 0,
             dropped: 0,
         };
@@ -264,6 +267,16 @@ impl Sim {
             .collect()
     }
 
+    /// The fewest live members any running node sees.
+    pub fn min_live_members(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.agent.as_ref())
+            .map(|a| a.membership_ref().live_members())
+            .min()
+            .unwrap_or(0)
+    }
+
     /// Whether every running node sees every other running node alive (foca's view).
     pub fn converged(&self) -> bool {
         let running = self.nodes.iter().filter(|n| n.agent.is_some()).count();
@@ -378,7 +391,11 @@ impl Sim {
                     for i in 0..self.nodes.len() {
                         let now = self.clock(i);
                         if let Some(agent) = self.nodes[i].agent.as_mut() {
-                            agent.step(now);
+                            if self.elect {
+                                agent.step(now);
+                            } else {
+                                agent.membership().tick(now);
+                            }
                             self.flush(i);
                         }
                     }
