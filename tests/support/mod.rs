@@ -387,3 +387,46 @@ pub fn member<'a>(mesh: &'a serde_json::Value, node_id: &str) -> Option<&'a serd
         .iter()
         .find(|m| m["node_id"] == node_id)
 }
+
+/// Benches run from `target/release/deps`: point the fixture at a built `testnet` binary.
+pub fn locate_testnet_bin() {
+    if std::env::var_os("RUSTBALANCE_TESTNET_BIN").is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let target = exe.ancestors().nth(3).map(Path::to_path_buf);
+    let found = target.into_iter().flat_map(|t| {
+        ["release", "debug"]
+            .into_iter()
+            .map(move |p| t.join(p).join("testnet"))
+    });
+    if let Some(p) = found.into_iter().find(|p| p.is_file()) {
+        std::env::set_var("RUSTBALANCE_TESTNET_BIN", p);
+    }
+}
+
+/// `min / median / max` of a sample.
+pub fn summary(values: &[f64], unit: &str, prec: usize) -> String {
+    format!(
+        "min {:.prec$} {unit}  median {:.prec$} {unit}  max {:.prec$} {unit}  (n = {})",
+        values.iter().copied().fold(f64::INFINITY, f64::min),
+        median(values),
+        values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        values.len()
+    )
+}
+
+/// The median of a sample.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
