@@ -130,9 +130,7 @@ impl Proc {
         self.nodes
             .iter()
             .map(|n| {
-                if n.node.child.is_none() {
-                    return None;
-                }
+                n.node.child.as_ref()?;
                 n.mesh().map(|m| role(&m))
             })
             .collect()

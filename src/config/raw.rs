@@ -112,7 +112,7 @@ impl Default for RawPublish {
         RawPublish {
             intro_points: 3,
             republish_interval: "60m".into(),
-            min_republish_gap: "60s".into(),
+            min_republish_gap: "1s".into(),
             descriptor_lifetime: "3h".into(),
         }
     }

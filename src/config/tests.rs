@@ -48,7 +48,7 @@ fn minimal_config_gets_the_documented_defaults() {
     assert_eq!(c.target.health.interval, Duration::from_secs(5));
     assert_eq!(c.publish.intro_points, 3);
     assert_eq!(c.publish.republish_interval, Duration::from_secs(3600));
-    assert_eq!(c.publish.min_republish_gap, Duration::from_secs(60));
+    assert_eq!(c.publish.min_republish_gap, Duration::from_secs(1));
     assert_eq!(c.publish.descriptor_lifetime, Duration::from_secs(3 * 3600));
     assert_eq!(c.tor.state_dir, b.join("state"));
     assert_eq!(c.status.listen, "127.0.0.1:9191".parse().unwrap());

@@ -11,7 +11,9 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::election::Role;
 use crate::keys;
-use crate::membership::{self, Health, IptSummary, LocalInputs, MembershipConfig, MeshStatus};
+use crate::membership::{
+    self, Health, IptWire, LocalInputs, MembershipConfig, MeshStatus, PeerIpts,
+};
 
 use super::DaemonError;
 
@@ -20,9 +22,16 @@ pub struct Cluster {
     role: watch::Receiver<Role>,
     status: watch::Receiver<Option<MeshStatus>>,
     inputs: Option<watch::Sender<LocalInputs>>,
+    peer_ipts: watch::Receiver<Vec<PeerIpts>>,
     task: Option<JoinHandle<()>>,
     // Single-node mode: the senders live here so the receivers never see a closed channel.
-    _fixed: Option<(watch::Sender<Role>, watch::Sender<Option<MeshStatus>>)>,
+    _fixed: Option<Fixed>,
+}
+
+struct Fixed {
+    _role: watch::Sender<Role>,
+    _status: watch::Sender<Option<MeshStatus>>,
+    _peer_ipts: watch::Sender<Vec<PeerIpts>>,
 }
 
 impl Cluster {
@@ -35,12 +44,18 @@ impl Cluster {
         let Some(mesh) = &config.mesh else {
             let (role_tx, role) = watch::channel(Role::Publisher);
             let (status_tx, status) = watch::channel(None);
+            let (ipts_tx, peer_ipts) = watch::channel(Vec::new());
             return Ok(Cluster {
                 role,
                 status,
                 inputs: None,
+                peer_ipts,
                 task: None,
-                _fixed: Some((role_tx, status_tx)),
+                _fixed: Some(Fixed {
+                    _role: role_tx,
+                    _status: status_tx,
+                    _peer_ipts: ipts_tx,
+                }),
             });
         };
         let keys = keys::load_mesh_keys(&mesh.private_key_file)?;
@@ -76,7 +91,8 @@ impl Cluster {
         };
         let initial = LocalInputs {
             health: Health::Starting,
-            intro_points: IptSummary::default(),
+            ipt_generation: 0,
+            ipts: Vec::new(),
         };
         let handle = membership::service::start(service, initial, shutdown)
             .await
@@ -85,6 +101,7 @@ impl Cluster {
             role: handle.role,
             status: handle.status,
             inputs: Some(handle.inputs),
+            peer_ipts: handle.peer_ipts,
             task: Some(handle.task),
             _fixed: None,
         })
@@ -107,18 +124,25 @@ impl Cluster {
         }
     }
 
-    /// Reports this node's intro points by their local ids (any order).
-    pub fn set_intro_points(&self, lids: &[String]) {
+    /// Reports this node's intro points (their public parts, as the descriptor lists them).
+    pub fn set_intro_points(&self, ipts: &[IptWire]) {
         let Some(tx) = &self.inputs else { return };
-        let mut sorted: Vec<&String> = lids.iter().collect();
-        sorted.sort();
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        sorted.hash(&mut h);
-        let summary = IptSummary {
-            generation: h.finish(),
-            count: u16::try_from(lids.len()).unwrap_or(u16::MAX),
-        };
-        tx.send_if_modified(|i| std::mem::replace(&mut i.intro_points, summary) != summary);
+        ipts.hash(&mut h);
+        let generation = h.finish();
+        tx.send_if_modified(|i| {
+            if i.ipt_generation == generation && i.ipts == ipts {
+                return false;
+            }
+            i.ipt_generation = generation;
+            i.ipts = ipts.to_vec();
+            true
+        });
+    }
+
+    /// Live members' intro points (always empty in single-node mode).
+    pub fn peer_ipts(&self) -> watch::Receiver<Vec<PeerIpts>> {
+        self.peer_ipts.clone()
     }
 
     /// Waits for the mesh task to finish (after shutdown).

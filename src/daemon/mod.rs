@@ -10,6 +10,7 @@
 //! shutdown channel turns true; the caller owns the signal handling.
 
 mod cluster;
+pub mod health;
 pub mod keys;
 mod publish;
 mod streams;
@@ -191,6 +192,13 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     cluster.set_health(crate::membership::Health::Healthy);
 
     let proxy = Proxy::from_config(&config.target, &client, shutdown.clone());
+    let (target_up_tx, target_up) = watch::channel(true);
+    let health_task = tokio::spawn(health::probe_loop(
+        crate::proxy::TargetConnector::new(&config.target.address, &client),
+        config.target.health.clone(),
+        target_up_tx,
+        shutdown.clone(),
+    ));
     let streams_task = tokio::spawn(streams::serve(
         requests,
         proxy.clone(),
@@ -198,16 +206,20 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         shutdown.clone(),
     ));
     publish_loop(
-        Arc::clone(&client),
-        Arc::clone(&config),
-        key_source,
-        proxy,
+        publish::PublishInputs {
+            client: Arc::clone(&client),
+            config: Arc::clone(&config),
+            key_source,
+            proxy,
+            target_up,
+            snapshots,
+        },
         &cluster,
-        snapshots,
         shutdown,
     )
     .await;
     cluster.stopped().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), health_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), streams_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), status_task).await;
     drop(service);

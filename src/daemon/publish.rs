@@ -19,9 +19,13 @@ use crate::config::Config;
 use crate::election;
 use crate::hosting::{self, IptRecord};
 use crate::keys::OnionAddress;
+use crate::membership::Health;
 use crate::proxy::Proxy;
-use crate::status::{self, HsDirUpload, IntroPointStatus, PeriodStatus, Role, Snapshot};
+use crate::status::{
+    self, HsDirUpload, IntroPointStatus, NodeContribution, PeriodStatus, Role, Snapshot,
+};
 use crate::{descriptor, publisher};
+use tor_netdoc::doc::hsdesc::IntroPointDesc;
 
 /// First retry delay after a round with failed uploads; doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
@@ -131,16 +135,36 @@ fn rings(netdir: &NetDir, master: &OnionAddress) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// What the publisher task works with.
+pub struct PublishInputs {
+    /// The embedded Arti client.
+    pub client: Arc<TorClient<PreferredRuntime>>,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The master keys.
+    pub key_source: KeySource,
+    /// The proxy (for its counters).
+    pub proxy: Proxy,
+    /// The health probe's verdict on the target.
+    pub target_up: watch::Receiver<bool>,
+    /// Where status snapshots go.
+    pub snapshots: watch::Sender<Snapshot>,
+}
+
 /// Runs the publisher until shutdown, publishing status snapshots as it goes.
 pub async fn publish_loop(
-    client: Arc<TorClient<PreferredRuntime>>,
-    config: Arc<Config>,
-    mut key_source: KeySource,
-    proxy: Proxy,
+    inputs: PublishInputs,
     cluster: &Cluster,
-    snapshots: watch::Sender<Snapshot>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let PublishInputs {
+        client,
+        config,
+        mut key_source,
+        proxy,
+        target_up,
+        snapshots,
+    } = inputs;
     let mut role = cluster.role();
     let master = config.master.onion_address.clone();
     let nick = hosting::nickname();
@@ -155,11 +179,16 @@ pub async fn publish_loop(
     let mut snapshot = Snapshot::starting(&config.node.id, &master.to_string());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut was_publisher = false;
+    let mut own_lids: Vec<String> = Vec::new();
+    let mut own_descs: Vec<IntroPointDesc> = Vec::new();
+    let mut own_auth: BTreeMap<String, [u8; 32]> = BTreeMap::new();
+    let mut peer_ipts = cluster.peer_ipts();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            // A role change is acted on at once, not at the next tick.
+            // A role change, or other nodes' intro points changing, is acted on at once.
             _ = role.changed() => {}
+            _ = peer_ipts.changed() => {}
             _ = shutdown.wait_for(|s| *s) => break,
         }
         let publisher = *role.borrow_and_update() == election::Role::Publisher;
@@ -180,6 +209,13 @@ pub async fn publish_loop(
             Role::Standby
         };
         snapshot.proxy = proxy.stats();
+        let healthy = *target_up.borrow();
+        cluster.set_health(if healthy {
+            Health::Healthy
+        } else {
+            Health::TargetDown
+        });
+        snapshot.target_up = healthy;
         let netdir = match client.dirmgr().map(|d| d.timely_netdir()) {
             Ok(Ok(n)) => n,
             _ => {
@@ -211,13 +247,67 @@ pub async fn publish_loop(
                     .map(|r| r.to_string())
                     .unwrap_or_else(|| "?".into()),
                 lid: i.lid.chars().take(8).collect(),
+                auth_key: String::new(),
             })
             .collect();
         let mut lids: Vec<String> = ipts.iter().map(|i| i.lid.clone()).collect();
         lids.sort();
-        cluster.set_intro_points(&lids);
+        // This node's intro points as descriptor entries, rebuilt when they change; their
+        // public parts go to the mesh for whoever publishes.
+        if lids != own_lids || own_descs.len() != lids.len() {
+            let pairs = own_intro_points(&client, &netdir, &ipts);
+            own_auth = pairs
+                .iter()
+                .map(|(lid, d)| (lid.clone(), descriptor::ipt_to_wire(d).auth_key))
+                .collect();
+            own_descs = pairs.into_iter().map(|(_, d)| d).collect();
+            own_lids = lids.clone();
+            let wire: Vec<_> = own_descs.iter().map(descriptor::ipt_to_wire).collect();
+            cluster.set_intro_points(&wire);
+        }
+        // The merged view: this node first, then every live member that sent a complete set.
+        for status in snapshot.intro_points.iter_mut() {
+            if let Some((_, key)) = own_auth
+                .iter()
+                .find(|(lid, _)| lid.starts_with(&status.lid))
+            {
+                status.auth_key = hex(key);
+            }
+        }
+        let peers = cluster.peer_ipts().borrow().clone();
+        let mut sets: Vec<NodeIntroPoints> = vec![NodeIntroPoints {
+            node_id: config.node.id.clone(),
+            healthy,
+            descs: own_descs.clone(),
+        }];
+        for p in &peers {
+            let descs: Vec<IntroPointDesc> = p
+                .ipts
+                .iter()
+                .filter_map(|w| match descriptor::ipt_from_wire(w) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        tracing::warn!(node = %p.node_id, error = %e, "intro point from the mesh left out");
+                        None
+                    }
+                })
+                .collect();
+            sets.push(NodeIntroPoints {
+                node_id: p.node_id.clone(),
+                healthy: p.healthy,
+                descs,
+            });
+        }
+        let mut keys_in: Vec<String> = lids.clone();
+        keys_in.push(format!("self-healthy:{healthy}"));
+        keys_in.extend(
+            peers
+                .iter()
+                .map(|p| format!("{}:{:x}:{}", p.node_id, p.generation, p.healthy)),
+        );
+        keys_in.sort();
         let inputs = Inputs {
-            ipts: lids,
+            ipts: keys_in,
             rings: rings(&netdir, &master),
         };
         let now = Instant::now();
@@ -227,8 +317,16 @@ pub async fn publish_loop(
             None
         };
         if let Some(reason) = due {
-            tracing::info!(?reason, intro_points = ipts.len(), "publishing");
-            let round = publish_round(&client, &netdir, &master, &key_source, &ipts, &config);
+            let chosen = choose(&sets);
+            snapshot.merged = contributions(&sets, &chosen);
+            tracing::info!(
+                ?reason,
+                intro_points = chosen.len(),
+                nodes = snapshot.merged.iter().filter(|c| c.listed > 0).count(),
+                "publishing"
+            );
+            let descs: Vec<IntroPointDesc> = chosen.into_iter().map(|(_, d)| d).collect();
+            let round = publish_round(&client, &netdir, &master, &key_source, &descs, &config);
             let results = tokio::select! {
                 r = round => r,
                 _ = shutdown.wait_for(|s| *s) => break,
@@ -248,33 +346,81 @@ pub async fn publish_loop(
     }
 }
 
-/// One round: a descriptor per period, uploaded to its HSDirs.
-async fn publish_round(
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One node's intro points for the merged descriptor.
+struct NodeIntroPoints {
+    node_id: String,
+    healthy: bool,
+    descs: Vec<IntroPointDesc>,
+}
+
+/// The intro points of the merged descriptor: healthy nodes only, a fair share each when there
+/// are more than 20 (`descriptor::fair_share`). If no node is healthy, every node's intro
+/// points are used: a descriptor that lists intro points that exist beats none.
+fn choose(sets: &[NodeIntroPoints]) -> Vec<(String, IntroPointDesc)> {
+    let any_healthy = sets.iter().any(|s| s.healthy && !s.descs.is_empty());
+    let input: Vec<(String, Vec<IntroPointDesc>)> = sets
+        .iter()
+        .filter(|s| s.healthy || !any_healthy)
+        .map(|s| (s.node_id.clone(), s.descs.clone()))
+        .collect();
+    descriptor::fair_share(&input, descriptor::MAX_INTRO_POINTS, 0)
+}
+
+/// Per node: how many intro points it has and how many the descriptor lists.
+fn contributions(
+    sets: &[NodeIntroPoints],
+    chosen: &[(String, IntroPointDesc)],
+) -> Vec<NodeContribution> {
+    sets.iter()
+        .map(|s| NodeContribution {
+            node_id: s.node_id.clone(),
+            healthy: s.healthy,
+            intro_points: s.descs.len(),
+            listed: chosen.iter().filter(|(n, _)| *n == s.node_id).count(),
+        })
+        .collect()
+}
+
+/// This node's intro points as descriptor entries (an unusable one is logged and left out).
+fn own_intro_points(
     client: &TorClient<PreferredRuntime>,
     netdir: &NetDir,
-    master: &OnionAddress,
-    source: &KeySource,
     ipts: &[IptRecord],
-    config: &Config,
-) -> Vec<PeriodStatus> {
+) -> Vec<(String, IntroPointDesc)> {
     let nick = hosting::nickname();
-    let (Ok(keymgr), Ok(pool)) = (client.keymgr(), client.hs_circ_pool()) else {
-        tracing::warn!("Arti is not ready to publish");
+    let Ok(keymgr) = client.keymgr() else {
         return Vec::new();
     };
-    let descs: Vec<_> = ipts
-        .iter()
+    ipts.iter()
         .filter_map(
             |i| match hosting::intro_point_desc(keymgr, netdir, &nick, i) {
-                Ok(d) => Some(d),
+                Ok(d) => Some((i.lid.clone(), d)),
                 Err(e) => {
                     tracing::warn!(error = %e, "intro point left out");
                     None
                 }
             },
         )
-        .take(descriptor::MAX_INTRO_POINTS)
-        .collect();
+        .collect()
+}
+
+/// One round: a descriptor per period, uploaded to its HSDirs.
+async fn publish_round(
+    client: &TorClient<PreferredRuntime>,
+    netdir: &NetDir,
+    master: &OnionAddress,
+    source: &KeySource,
+    descs: &[IntroPointDesc],
+    config: &Config,
+) -> Vec<PeriodStatus> {
+    let Ok(pool) = client.hs_circ_pool() else {
+        tracing::warn!("Arti is not ready to publish");
+        return Vec::new();
+    };
     if descs.is_empty() {
         return Vec::new();
     }
@@ -293,7 +439,7 @@ async fn publish_round(
             master.public_key(),
             &blind,
             &params,
-            &descs,
+            descs,
             config.publish.descriptor_lifetime,
             SystemTime::now(),
             &mut rand::rng(),

@@ -20,6 +20,9 @@ use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, HsDescBuilder, IntroPoi
 use tor_netdoc::NetdocBuilder;
 use tor_units::IntegerMinutes;
 
+mod merge;
+pub use merge::{fair_share, ipt_from_wire, ipt_to_wire};
+
 /// Clients use at most this many intro points of a descriptor.
 pub const MAX_INTRO_POINTS: usize = 20;
 /// Clients refuse descriptors larger than this (consensus `HSV3MaxDescriptorSize` default).
@@ -42,6 +45,9 @@ pub enum DescriptorError {
     /// The lifetime does not fit in minutes.
     #[error("descriptor lifetime {0:?} is not 1..=720 minutes")]
     BadLifetime(Duration),
+    /// An intro point received from another node does not convert back.
+    #[error("intro point from the mesh: {0}")]
+    BadIntroPoint(String),
     /// Certificate or encoding failure (including exceeding the size limit).
     #[error("building the descriptor: {0}")]
     Build(String),

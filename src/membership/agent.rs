@@ -5,7 +5,7 @@
 use crate::election::{Decision, Election, ElectionConfig, Role, WallTime};
 
 use super::core::Membership;
-use super::wire::{AdvertisedRole, Health, IptSummary};
+use super::wire::{AdvertisedRole, Health, IptWire};
 
 /// Membership and election of one node.
 pub struct Agent {
@@ -107,10 +107,8 @@ impl Agent {
         self.membership.set_local(now, local);
     }
 
-    /// Sets this node's intro-point summary (advertised at once if it changed).
-    pub fn set_intro_points(&mut self, now: WallTime, ipts: IptSummary) {
-        let mut local = self.membership.local().clone();
-        local.intro_points = ipts;
-        self.membership.set_local(now, local);
+    /// Sets this node's intro points (advertised at once if they changed).
+    pub fn set_intro_points(&mut self, now: WallTime, generation: u64, ipts: Vec<IptWire>) {
+        self.membership.set_local_ipts(now, generation, ipts);
     }
 }

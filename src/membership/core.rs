@@ -16,7 +16,7 @@ use crate::election::{MembershipView, PeerState, WallTime};
 use crate::mesh::MeshPublicKey;
 
 use super::identity::MemberId;
-use super::wire::{self, Echo, Kind, NodeState, StateMsg, WireError};
+use super::wire::{self, Echo, IptWire, IptsMsg, Kind, NodeState, StateMsg, WireError};
 
 /// How many members get the periodic state refresh per `state_interval` (changes go to all).
 pub const STATE_FANOUT: usize = 16;
@@ -139,6 +139,8 @@ pub struct PeerView {
     pub clock_offset_ms: Option<i64>,
     /// Its messages rejected for clock skew.
     pub rejected_skew: u64,
+    /// Its last complete intro-point set: (generation, intro points).
+    pub ipts: Option<(u64, Vec<IptWire>)>,
 }
 
 /// Counters since start.
@@ -173,6 +175,18 @@ struct Peer {
     clock_offset_ms: Option<i64>,
     rejected_skew: u64,
     last_skew_warning: Option<WallTime>,
+    /// Its last complete intro-point set: (boot, generation, intro points).
+    ipts: Option<(u64, u64, Vec<IptWire>)>,
+    /// A set being received in parts.
+    ipts_pending: Option<PendingIpts>,
+}
+
+/// The parts of one intro-point set received so far.
+#[derive(Debug, Clone)]
+struct PendingIpts {
+    boot: u64,
+    generation: u64,
+    parts: Vec<Option<Vec<IptWire>>>,
 }
 
 impl Peer {
@@ -186,6 +200,8 @@ impl Peer {
             clock_offset_ms: None,
             rejected_skew: 0,
             last_skew_warning: None,
+            ipts: None,
+            ipts_pending: None,
         }
     }
 }
@@ -259,6 +275,7 @@ pub struct Membership {
     seeds: Vec<MemberId>,
     local: NodeState,
     local_seq: u64,
+    local_ipts: Vec<IptWire>,
     peers: HashMap<[u8; 32], Peer>,
     wg: HashMap<[u8; 32], SocketAddr>,
     out: Vec<Action>,
@@ -301,6 +318,7 @@ impl Membership {
             seeds,
             local,
             local_seq: 1,
+            local_ipts: Vec::new(),
             peers: HashMap::new(),
             wg: HashMap::new(),
             out: Vec::new(),
@@ -368,6 +386,7 @@ impl Membership {
                     tracing::info!(member = %id.short(), endpoint = %id.endpoint, "member up");
                     self.learn(id.clone());
                     self.send_state_to(now, &id);
+                    self.send_ipts_to(now, &id);
                 }
                 Note::Down(id) => {
                     self.counters.members_down += 1;
@@ -475,6 +494,7 @@ impl Membership {
         for i in 0..n {
             let id = &members[(self.refresh_cursor + i) % members.len()];
             self.send_state_to(now, id);
+            self.send_ipts_to(now, id);
         }
         self.refresh_cursor = (self.refresh_cursor + n) % members.len();
     }
@@ -525,6 +545,56 @@ impl Membership {
             }
             Err(e) => tracing::warn!(error = %e, "state not sent"),
         }
+    }
+
+    fn send_ipts_to(&mut self, now: WallTime, id: &MemberId) {
+        let Some(key) = id.public_key() else { return };
+        let parts = IptsMsg::split(
+            &self.me.node_id,
+            self.me.boot,
+            self.local.intro_points.generation,
+            &self.local_ipts,
+        );
+        for part in parts {
+            match part
+                .encode()
+                .and_then(|b| wire::encode(Kind::Ipts, now, &b))
+            {
+                Ok(payload) => {
+                    self.counters.sent += 1;
+                    self.out.push(Action::Send { to: key, payload });
+                }
+                Err(e) => tracing::warn!(error = %e, "intro points not sent"),
+            }
+        }
+    }
+
+    /// Replaces this node's intro points (advertised as `generation` in the state); a new
+    /// generation goes to every member at once.
+    pub fn set_local_ipts(&mut self, now: WallTime, generation: u64, ipts: Vec<IptWire>) {
+        if generation == self.local.intro_points.generation && ipts == self.local_ipts {
+            return;
+        }
+        self.local_ipts = ipts;
+        let mut state = self.local.clone();
+        state.intro_points = wire::IptSummary {
+            generation,
+            count: u16::try_from(self.local_ipts.len()).unwrap_or(u16::MAX),
+        };
+        let members: Vec<MemberId> = self.foca.iter_members().map(|m| m.id().clone()).collect();
+        self.local = state.clone();
+        self.local_seq += 1;
+        self.changed = true;
+        for id in &members {
+            self.send_ipts_to(now, id);
+        }
+        self.broadcast_state(now);
+        self.repeat_change_at = Some(now.saturating_add(self.config.state_interval));
+    }
+
+    /// This node's intro points.
+    pub fn local_ipts(&self) -> &[IptWire] {
+        &self.local_ipts
     }
 
     /// Replaces this node's advertised state; a change goes to every member at once.
@@ -636,6 +706,48 @@ impl Membership {
                 self.with_foca(now, |foca, rt| foca.handle_data(body, rt))
                     .map_err(|e| Refused::Swim(e.to_string()))
             }
+            Kind::Ipts => {
+                let msg = IptsMsg::decode(env.body).map_err(Refused::Malformed)?;
+                let Some(peer) = self.peers.get_mut(from.as_bytes()) else {
+                    return Ok(());
+                };
+                if peer.id.node_id != msg.node_id {
+                    return Err(Refused::Spoofed("intro points node id"));
+                }
+                if peer.ipts.as_ref().is_some_and(|(b, g, _)| {
+                    msg.boot < *b || (msg.boot == *b && msg.generation == *g)
+                }) {
+                    // Older life, or the set we already have.
+                    self.seen(now, from, ts, offset_ms);
+                    return Ok(());
+                }
+                let fresh_pending = peer.ipts_pending.as_ref().is_none_or(|p| {
+                    (p.boot, p.generation) != (msg.boot, msg.generation)
+                        || p.parts.len() != msg.parts as usize
+                });
+                if fresh_pending {
+                    peer.ipts_pending = Some(PendingIpts {
+                        boot: msg.boot,
+                        generation: msg.generation,
+                        parts: vec![None; msg.parts as usize],
+                    });
+                }
+                if let Some(p) = peer.ipts_pending.as_mut() {
+                    p.parts[msg.part as usize] = Some(msg.ipts);
+                    if p.parts.iter().all(Option::is_some) {
+                        let all: Vec<IptWire> = p
+                            .parts
+                            .iter_mut()
+                            .flat_map(|part| part.take().unwrap_or_default())
+                            .collect();
+                        peer.ipts = Some((p.boot, p.generation, all));
+                        peer.ipts_pending = None;
+                        self.changed = true;
+                    }
+                }
+                self.seen(now, from, ts, offset_ms);
+                Ok(())
+            }
             Kind::State => {
                 let msg = StateMsg::decode(env.body).map_err(Refused::Malformed)?;
                 let Some(peer) = self.peers.get_mut(from.as_bytes()) else {
@@ -702,6 +814,9 @@ impl Membership {
                     rtt: p.and_then(|p| p.rtt),
                     clock_offset_ms: p.and_then(|p| p.clock_offset_ms),
                     rejected_skew: p.map(|p| p.rejected_skew).unwrap_or(0),
+                    ipts: p
+                        .and_then(|p| p.ipts.as_ref())
+                        .map(|(_, g, i)| (*g, i.clone())),
                 }
             })
             .collect();

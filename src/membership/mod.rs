@@ -31,8 +31,10 @@ pub mod wire;
 pub use self::agent::Agent;
 pub use self::core::{Action, Counters, Liveness, Membership, MembershipConfig, PeerView};
 pub use self::identity::MemberId;
-pub use self::service::{LocalInputs, MemberStatus, MeshHandle, MeshStatus, ServiceConfig};
-pub use self::wire::{AdvertisedRole, Health, IptSummary, NodeState};
+pub use self::service::{
+    LocalInputs, MemberStatus, MeshHandle, MeshStatus, PeerIpts, ServiceConfig,
+};
+pub use self::wire::{AdvertisedRole, Health, IptSummary, IptWire, NodeState};
 
 #[cfg(test)]
 mod tests;

@@ -28,7 +28,7 @@ use crate::mesh::{
 use super::agent::Agent;
 use super::core::{Action, Counters, Liveness, Membership, MembershipConfig};
 use super::identity::MemberId;
-use super::wire::{AdvertisedRole, Health, IptSummary, NodeState};
+use super::wire::{AdvertisedRole, Health, IptSummary, IptWire, NodeState};
 
 /// How often the agent is stepped.
 pub const STEP: Duration = Duration::from_millis(100);
@@ -36,12 +36,27 @@ pub const STEP: Duration = Duration::from_millis(100);
 pub const STATUS_EVERY: Duration = Duration::from_millis(500);
 
 /// What the rest of the node tells the mesh about itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalInputs {
     /// Health.
     pub health: Health,
-    /// Intro points.
-    pub intro_points: IptSummary,
+    /// The intro points' generation (changes whenever they do).
+    pub ipt_generation: u64,
+    /// This node's intro points.
+    pub ipts: Vec<IptWire>,
+}
+
+/// A live member's intro points, for the publisher's merged descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIpts {
+    /// Its node id.
+    pub node_id: String,
+    /// Whether it advertises itself healthy (its intro points belong in the descriptor).
+    pub healthy: bool,
+    /// The set's generation.
+    pub generation: u64,
+    /// Its intro points.
+    pub ipts: Vec<IptWire>,
 }
 
 /// Everything needed to start the task.
@@ -143,6 +158,8 @@ pub struct MeshHandle {
     pub status: watch::Receiver<Option<MeshStatus>>,
     /// Where to report this node's health and intro points.
     pub inputs: watch::Sender<LocalInputs>,
+    /// Live members' complete intro-point sets (changes only when they do).
+    pub peer_ipts: watch::Receiver<Vec<PeerIpts>>,
     /// The task; ends after shutdown.
     pub task: JoinHandle<()>,
 }
@@ -174,7 +191,7 @@ pub async fn start(
         health: initial.health,
         role: AdvertisedRole::Standby,
         lease: None,
-        intro_points: initial.intro_points,
+        intro_points: IptSummary::default(),
     };
     let membership = Membership::new(
         me,
@@ -187,6 +204,7 @@ pub async fn start(
     let (role_tx, role_rx) = watch::channel(Role::Standby);
     let (status_tx, status_rx) = watch::channel(None);
     let (inputs_tx, inputs_rx) = watch::channel(initial);
+    let (peer_ipts_tx, peer_ipts_rx) = watch::channel(Vec::new());
     tracing::info!(
         public_key = %public.to_base64(),
         endpoint = %config.endpoint,
@@ -194,12 +212,21 @@ pub async fn start(
         "mesh starting"
     );
     let task = tokio::spawn(run(
-        endpoint, agent, inputs_rx, role_tx, status_tx, shutdown,
+        endpoint,
+        agent,
+        inputs_rx,
+        Outputs {
+            role: role_tx,
+            status: status_tx,
+            peer_ipts: peer_ipts_tx,
+        },
+        shutdown,
     ));
     Ok(MeshHandle {
         role: role_rx,
         status: status_rx,
         inputs: inputs_tx,
+        peer_ipts: peer_ipts_rx,
         task,
     })
 }
@@ -258,14 +285,44 @@ async fn execute(agent: &mut Agent, handle: &EndpointHandle, timers: &mut Timers
     }
 }
 
+struct Outputs {
+    role: watch::Sender<Role>,
+    status: watch::Sender<Option<MeshStatus>>,
+    peer_ipts: watch::Sender<Vec<PeerIpts>>,
+}
+
+/// Live members whose complete intro-point set matches the generation their state advertises.
+fn peer_ipts(agent: &Agent) -> Vec<PeerIpts> {
+    agent
+        .membership_ref()
+        .peers()
+        .into_iter()
+        .filter(|p| p.liveness != Liveness::Down)
+        .filter_map(|p| {
+            let state = p.state?;
+            let (generation, ipts) = p.ipts?;
+            (generation == state.intro_points.generation).then(|| PeerIpts {
+                node_id: p.id.node_id,
+                healthy: state.health.eligible(),
+                generation,
+                ipts,
+            })
+        })
+        .collect()
+}
+
 async fn run(
     mut endpoint: Endpoint,
     mut agent: Agent,
     mut inputs: watch::Receiver<LocalInputs>,
-    role_tx: watch::Sender<Role>,
-    status_tx: watch::Sender<Option<MeshStatus>>,
+    out: Outputs,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Outputs {
+        role: role_tx,
+        status: status_tx,
+        peer_ipts: peer_ipts_tx,
+    } = out;
     let handle = endpoint.handle();
     let mut timers = Timers::default();
     agent.membership().join(wall_now());
@@ -293,11 +350,20 @@ async fn run(
             }
             _ = step.tick() => {
                 let now = wall_now();
-                let local = *inputs.borrow_and_update();
+                let local = inputs.borrow_and_update().clone();
                 agent.set_health(now, local.health);
-                agent.set_intro_points(now, local.intro_points);
+                agent.set_intro_points(now, local.ipt_generation, local.ipts);
                 let role = agent.step(now);
                 role_tx.send_if_modified(|r| std::mem::replace(r, role) != role);
+                let ipts = peer_ipts(&agent);
+                peer_ipts_tx.send_if_modified(|v| {
+                    if *v == ipts {
+                        false
+                    } else {
+                        *v = ipts;
+                        true
+                    }
+                });
                 if last_status.elapsed() >= STATUS_EVERY {
                     last_status = Instant::now();
                     status_tx.send_replace(Some(status(&agent, now, endpoint.stats())));

@@ -4,12 +4,12 @@
 //! offset  size  field
 //! 0       2     magic "RB"
 //! 2       1     version (1)
-//! 3       1     kind: 1 = SWIM (foca's packet), 2 = node state
+//! 3       1     kind: 1 = SWIM (foca's packet), 2 = node state, 3 = intro points
 //! 4       8     timestamp: sender's wall clock, ms since the Unix epoch, big endian
 //! 12      ..    body (the whole envelope is at most MAX_PAYLOAD = 1200 bytes)
 //! ```
 //!
-//! The state body is a postcard-encoded [`StateMsg`]; the SWIM body is foca's own postcard
+//! The state body is a postcard-encoded [`StateMsg`], the intro-points body an [`IptsMsg`]; the SWIM body is foca's own postcard
 //! encoding. Decoding never panics and never allocates more than the datagram's size: the
 //! envelope is checked first, postcard reads length-prefixed fields from a bounded slice, and
 //! the decoded values are validated (node ids, lease holder) before anyone sees them.
@@ -37,6 +37,8 @@ pub enum Kind {
     Swim,
     /// A [`StateMsg`].
     State,
+    /// An [`IptsMsg`].
+    Ipts,
 }
 
 impl Kind {
@@ -44,6 +46,7 @@ impl Kind {
         match self {
             Kind::Swim => 1,
             Kind::State => 2,
+            Kind::Ipts => 3,
         }
     }
 }
@@ -141,6 +144,7 @@ pub fn decode(datagram: &[u8]) -> Result<Envelope<'_>, WireError> {
     let kind = match header[3] {
         1 => Kind::Swim,
         2 => Kind::State,
+        3 => Kind::Ipts,
         other => return Err(WireError::UnknownKind(other)),
     };
     let mut ts = [0u8; 8];
@@ -286,6 +290,120 @@ impl StateMsg {
     }
 }
 
+/// Most intro points one node may advertise (Arti's own maximum per service is 20).
+pub const MAX_NODE_IPTS: usize = 20;
+/// Most intro points in one [`IptsMsg`] part (each is about 200 bytes encoded).
+pub const IPTS_PER_PART: usize = 4;
+/// Most link-specifier bytes of one intro point.
+pub const MAX_LINKSPEC_BYTES: usize = 256;
+
+/// One intro point as the descriptor needs it: the relay's link specifiers (encoded as in
+/// the descriptor: type, length, body, repeated) and the three public keys. No secrets: the
+/// descriptor publisher re-certifies the keys with its own signing key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IptWire {
+    /// Encoded link specifiers.
+    pub link_specifiers: Vec<u8>,
+    /// The relay's ntor onion key (`KP_ntor`).
+    pub onion_key: [u8; 32],
+    /// The intro point's auth key (`KP_hs_ipt_sid`, ed25519).
+    pub auth_key: [u8; 32],
+    /// The intro point's encryption key (`KP_hss_ntor`, x25519).
+    pub enc_key: [u8; 32],
+}
+
+/// The body of a [`Kind::Ipts`] envelope: one part of a node's intro-point set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IptsMsg {
+    /// Sender's node id.
+    pub node_id: String,
+    /// Sender's boot number.
+    pub boot: u64,
+    /// The set's generation (the sender's [`IptSummary::generation`]).
+    pub generation: u64,
+    /// This part's index.
+    pub part: u8,
+    /// How many parts the set has (at least 1; an empty set is one empty part).
+    pub parts: u8,
+    /// The intro points in this part.
+    pub ipts: Vec<IptWire>,
+}
+
+impl IptsMsg {
+    /// Splits a node's intro points into parts (at most [`MAX_NODE_IPTS`] are sent).
+    pub fn split(node_id: &str, boot: u64, generation: u64, ipts: &[IptWire]) -> Vec<IptsMsg> {
+        let ipts = &ipts[..ipts.len().min(MAX_NODE_IPTS)];
+        let chunks: Vec<&[IptWire]> = if ipts.is_empty() {
+            vec![&[]]
+        } else {
+            ipts.chunks(IPTS_PER_PART).collect()
+        };
+        let parts = chunks.len() as u8;
+        chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| IptsMsg {
+                node_id: node_id.to_string(),
+                boot,
+                generation,
+                part: i as u8,
+                parts,
+                ipts: c.to_vec(),
+            })
+            .collect()
+    }
+
+    /// Encodes the body.
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        let body = postcard::to_allocvec(self).map_err(|e| WireError::Body {
+            kind: Kind::Ipts,
+            reason: e.to_string(),
+        })?;
+        if body.len() > MAX_BODY {
+            return Err(WireError::TooLong {
+                len: body.len() + HEADER_LEN,
+            });
+        }
+        Ok(body)
+    }
+
+    /// Decodes and validates a body. Never panics.
+    pub fn decode(body: &[u8]) -> Result<IptsMsg, WireError> {
+        if body.len() > MAX_BODY {
+            return Err(WireError::TooLong {
+                len: body.len() + HEADER_LEN,
+            });
+        }
+        let (msg, rest): (IptsMsg, _) =
+            postcard::take_from_bytes(body).map_err(|e| WireError::Body {
+                kind: Kind::Ipts,
+                reason: e.to_string(),
+            })?;
+        let invalid = |field, problem| Err(WireError::Invalid { field, problem });
+        if !rest.is_empty() {
+            return invalid("ipts", "trailing bytes after the message");
+        }
+        if !valid_node_id(&msg.node_id) {
+            return invalid("node_id", "not 1-64 of A-Z a-z 0-9 . _ -");
+        }
+        let max_parts = MAX_NODE_IPTS.div_ceil(IPTS_PER_PART);
+        if msg.parts == 0 || usize::from(msg.parts) > max_parts || msg.part >= msg.parts {
+            return invalid("part", "outside 0 <= part < parts <= 5");
+        }
+        if msg.ipts.len() > IPTS_PER_PART {
+            return invalid("ipts", "more than 4 intro points in one part");
+        }
+        if msg
+            .ipts
+            .iter()
+            .any(|i| i.link_specifiers.is_empty() || i.link_specifiers.len() > MAX_LINKSPEC_BYTES)
+        {
+            return invalid("link_specifiers", "empty or longer than 256 bytes");
+        }
+        Ok(msg)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,6 +512,68 @@ mod tests {
         }
     }
 
+    fn ipt(n: u8) -> IptWire {
+        IptWire {
+            // An IPv4 (type 0, 6 bytes), an RSA id (type 2, 20) and an ed25519 id (type 3, 32).
+            link_specifiers: [
+                &[0u8, 6][..],
+                &[127, 0, 0, 1, 0x3e, 0x80],
+                &[2, 20],
+                &[n; 20],
+                &[3, 32],
+                &[n; 32],
+            ]
+            .concat(),
+            onion_key: [n; 32],
+            auth_key: [n.wrapping_add(1); 32],
+            enc_key: [n.wrapping_add(2); 32],
+        }
+    }
+
+    #[test]
+    fn intro_points_split_into_parts_that_fit_and_round_trip() {
+        let ipts: Vec<IptWire> = (0..20).map(ipt).collect();
+        let parts = IptsMsg::split("node-a", 9, 77, &ipts);
+        assert_eq!(parts.len(), 5);
+        let mut back = Vec::new();
+        for p in &parts {
+            let body = p.encode().expect("a full part fits a datagram");
+            assert!(body.len() + HEADER_LEN <= MAX_PAYLOAD, "{}", body.len());
+            let d = IptsMsg::decode(&body).unwrap();
+            assert_eq!(&d, p);
+            back.extend(d.ipts);
+        }
+        assert_eq!(back, ipts);
+        let empty = IptsMsg::split("node-a", 9, 78, &[]);
+        assert_eq!(empty.len(), 1);
+        assert_eq!(
+            IptsMsg::decode(&empty[0].encode().unwrap()).unwrap().parts,
+            1
+        );
+        // More than the maximum: the rest is not sent.
+        let many: Vec<IptWire> = (0..30).map(ipt).collect();
+        let n: usize = IptsMsg::split("n", 1, 1, &many)
+            .iter()
+            .map(|p| p.ipts.len())
+            .sum();
+        assert_eq!(n, MAX_NODE_IPTS);
+    }
+
+    #[test]
+    fn intro_point_rules_are_enforced() {
+        let mut m = IptsMsg::split("node-a", 1, 1, &[ipt(1)]).remove(0);
+        m.part = 1;
+        let e = IptsMsg::decode(&postcard::to_allocvec(&m).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("part"), "{e}");
+        let mut m = IptsMsg::split("node-a", 1, 1, &[ipt(1)]).remove(0);
+        m.ipts[0].link_specifiers.clear();
+        let e = IptsMsg::decode(&postcard::to_allocvec(&m).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("link_specifiers"), "{e}");
+        let mut m = IptsMsg::split("node-a", 1, 1, &[ipt(1)]).remove(0);
+        m.ipts = (0..5).map(ipt).collect();
+        assert!(IptsMsg::decode(&postcard::to_allocvec(&m).unwrap()).is_err());
+    }
+
     #[test]
     fn random_bytes_never_panic() {
         // The fuzz target (fuzz/fuzz_targets/membership_wire.rs) explores this properly; this
@@ -414,6 +594,7 @@ mod tests {
             }
             let _ = decode(&buf);
             let _ = StateMsg::decode(&buf);
+            let _ = IptsMsg::decode(&buf);
         }
     }
 }

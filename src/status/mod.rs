@@ -38,6 +38,22 @@ pub struct IntroPointStatus {
     pub relay: String,
     /// The first 8 characters of Arti's local id for it.
     pub lid: String,
+    /// Its auth key (`KP_hs_ipt_sid`, hex): how the descriptor names it.
+    #[serde(default)]
+    pub auth_key: String,
+}
+
+/// One node's part in the merged descriptor (as the publisher last built it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeContribution {
+    /// The node.
+    pub node_id: String,
+    /// Whether it advertised itself healthy.
+    pub healthy: bool,
+    /// How many intro points it has.
+    pub intro_points: usize,
+    /// How many of them the descriptor lists.
+    pub listed: usize,
 }
 
 /// One HSDir's answer to an upload.
@@ -96,6 +112,12 @@ pub struct Snapshot {
     pub periods: Vec<PeriodStatus>,
     /// Streams proxied to the target.
     pub proxy: ProxyStats,
+    /// Whether the target answers the health probe.
+    #[serde(default = "yes")]
+    pub target_up: bool,
+    /// The merged descriptor's sources, per node (publisher only; empty before a round).
+    #[serde(default)]
+    pub merged: Vec<NodeContribution>,
     /// The mesh: members, roles, per-peer last-seen/RTT (absent in single-node mode).
     #[serde(default)]
     pub cluster: Option<MeshStatus>,
@@ -113,6 +135,8 @@ impl Snapshot {
             intro_points: Vec::new(),
             periods: Vec::new(),
             proxy: ProxyStats::default(),
+            target_up: true,
+            merged: Vec::new(),
             cluster: None,
         }
     }
@@ -126,9 +150,25 @@ impl Snapshot {
             "node {}  role {:?}  master {}",
             self.node_id, self.role, self.master_address
         );
+        if !self.target_up {
+            let _ = writeln!(s, "target DOWN (health probe): intro points withdrawn");
+        }
         let _ = writeln!(s, "intro points ({}):", self.intro_points.len());
         for i in &self.intro_points {
             let _ = writeln!(s, "  relay {}  lid {}", i.relay, i.lid);
+        }
+        if !self.merged.is_empty() {
+            let _ = writeln!(s, "merged descriptor:");
+            for c in &self.merged {
+                let _ = writeln!(
+                    s,
+                    "  {:<16} {} intro points, {} listed{}",
+                    c.node_id,
+                    c.intro_points,
+                    c.listed,
+                    if c.healthy { "" } else { " (unhealthy)" }
+                );
+            }
         }
         let _ = writeln!(s, "publications:");
         if self.periods.is_empty() {
@@ -207,6 +247,10 @@ impl Snapshot {
         }
         s
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Seconds since the Unix epoch.
