@@ -147,7 +147,7 @@ async fn one_node_serves_the_master_address_through_our_own_descriptor() {
             &netdir,
             blind_id,
             tp,
-            built.text.clone().into(),
+            &[built.text.clone().into()],
             Duration::from_secs(60),
         )
         .await

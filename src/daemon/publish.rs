@@ -357,9 +357,10 @@ struct NodeIntroPoints {
     descs: Vec<IntroPointDesc>,
 }
 
-/// The intro points of the merged descriptor: healthy nodes only, a fair share each when there
-/// are more than 20 (`descriptor::fair_share`). If no node is healthy, every node's intro
-/// points are used: a descriptor that lists intro points that exist beats none.
+/// The intro points of the merged descriptor(s), interleaved round-robin over the nodes
+/// (`descriptor::fair_share` without a cap): healthy nodes only; if no node is healthy, every
+/// node's intro points (a descriptor that lists intro points that exist beats none). Over 20,
+/// `publish_round` cuts distinct windows of 20 from this order, one per HSDir.
 fn choose(sets: &[NodeIntroPoints]) -> Vec<(String, IntroPointDesc)> {
     let any_healthy = sets.iter().any(|s| s.healthy && !s.descs.is_empty());
     let input: Vec<(String, Vec<IntroPointDesc>)> = sets
@@ -367,7 +368,7 @@ fn choose(sets: &[NodeIntroPoints]) -> Vec<(String, IntroPointDesc)> {
         .filter(|s| s.healthy || !any_healthy)
         .map(|s| (s.node_id.clone(), s.descs.clone()))
         .collect();
-    descriptor::fair_share(&input, descriptor::MAX_INTRO_POINTS, 0)
+    descriptor::fair_share(&input, usize::MAX, 0)
 }
 
 /// Per node: how many intro points it has and how many the descriptor lists.
@@ -435,29 +436,42 @@ async fn publish_round(
                 continue;
             }
         };
-        let built = match descriptor::build(
-            master.public_key(),
-            &blind,
-            &params,
-            descs,
-            config.publish.descriptor_lifetime,
-            SystemTime::now(),
-            &mut rand::rng(),
-        ) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(period = %slug, error = %e, "descriptor not built");
-                continue;
-            }
-        };
         let blind_id = HsBlindIdKey::from(&blind).id();
+        // Up to 20 intro points: one descriptor for every HSDir. More: distinct windows of 20,
+        // one per HSDir of the ring, so up to HSDirs x 20 intro points are in use.
+        let ring = publisher::upload_ring_len(netdir, blind_id, tp).unwrap_or(1);
+        let windows = descriptor::windows(descs, descriptor::MAX_INTRO_POINTS, ring);
+        let mut texts: Vec<Arc<str>> = Vec::new();
+        let mut built_all = Vec::new();
+        for w in &windows {
+            match descriptor::build(
+                master.public_key(),
+                &blind,
+                &params,
+                w,
+                config.publish.descriptor_lifetime,
+                SystemTime::now(),
+                &mut rand::rng(),
+            ) {
+                Ok(b) => {
+                    texts.push(b.text.clone().into());
+                    built_all.push(b);
+                }
+                Err(e) => {
+                    tracing::warn!(period = %slug, error = %e, "descriptor not built");
+                }
+            }
+        }
+        if built_all.len() != windows.len() {
+            continue;
+        }
         let results = publisher::upload_to_hsdirs(
             client.runtime(),
             &pool,
             netdir,
             blind_id,
             tp,
-            built.text.clone().into(),
+            &texts,
             UPLOAD_TIMEOUT,
         )
         .await
@@ -472,22 +486,30 @@ async fn publish_round(
                 ok: r.error.is_none(),
                 error: r.error,
                 elapsed_ms: r.elapsed.as_millis() as u64,
+                intro_points: built_all[r.text_index].intro_points,
             })
             .collect();
+        let in_use = if windows.len() == 1 {
+            built_all[0].intro_points
+        } else {
+            descs.len().min(ring * descriptor::MAX_INTRO_POINTS)
+        };
         let status = PeriodStatus {
             period: slug.clone(),
             published_at: status::unix_now(),
-            revision: built.revision,
-            intro_points: built.intro_points,
-            bytes: built.text.len(),
+            revision: built_all[0].revision,
+            intro_points: in_use,
+            descriptors: built_all.len(),
+            bytes: built_all.iter().map(|b| b.text.len()).max().unwrap_or(0),
             hsdirs,
         };
         tracing::info!(
             period = %slug,
             accepted = status.hsdirs_ok(),
             hsdirs = status.hsdirs.len(),
-            revision = built.revision,
-            intro_points = built.intro_points,
+            revision = status.revision,
+            intro_points = in_use,
+            descriptors = status.descriptors,
             "descriptor uploaded"
         );
         out.push(status);

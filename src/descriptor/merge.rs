@@ -87,6 +87,24 @@ pub fn fair_share<T: Clone>(
     }
 }
 
+/// Distinct descriptors: `count` windows of `size` consecutive items of `items` (wrapping), the
+/// i-th starting at `i * size`. With `items` in round-robin order over the nodes
+/// ([`fair_share`] without a cap), every window holds every node's share, and together the
+/// windows use up to `count * size` distinct items. At most `size` items: one window, all of
+/// them.
+pub fn windows<T: Clone>(items: &[T], size: usize, count: usize) -> Vec<Vec<T>> {
+    if items.len() <= size || count <= 1 || size == 0 {
+        return vec![items.iter().take(size.max(1)).cloned().collect()];
+    }
+    (0..count)
+        .map(|i| {
+            (0..size)
+                .map(|k| items[(i * size + k) % items.len()].clone())
+                .collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +142,30 @@ mod tests {
         // Rotation changes who gets the remainder.
         let p = fair_share(&sets(&[3; 8]), 20, 4);
         assert_eq!(per_node(&p), vec![2, 2, 2, 2, 3, 3, 3, 3]);
+    }
+
+    #[test]
+    fn distinct_windows_use_more_than_twenty_and_keep_every_node() {
+        // 8 nodes x 3 intro points = 24 > 20, and 8 HSDirs.
+        let all = fair_share(&sets(&[3; 8]), usize::MAX, 0);
+        assert_eq!(all.len(), 24);
+        let w = windows(&all, 20, 8);
+        assert_eq!(w.len(), 8);
+        let used: std::collections::BTreeSet<(String, usize)> =
+            w.iter().flatten().cloned().collect();
+        assert_eq!(used.len(), 24, "every intro point is in use somewhere");
+        for win in &w {
+            assert_eq!(win.len(), 20);
+            let nodes: std::collections::BTreeSet<&String> = win.iter().map(|(n, _)| n).collect();
+            assert_eq!(nodes.len(), 8, "every node in every descriptor");
+        }
+        // Up to HSDirs x 20 distinct intro points.
+        let big = fair_share(&sets(&[20; 8]), usize::MAX, 0);
+        let used: std::collections::BTreeSet<(String, usize)> =
+            windows(&big, 20, 8).into_iter().flatten().collect();
+        assert_eq!(used.len(), 160);
+        // Twenty or fewer: one descriptor for all.
+        assert_eq!(windows(&[1, 2, 3], 20, 8), vec![vec![1, 2, 3]]);
     }
 
     #[test]

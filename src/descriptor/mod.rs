@@ -21,7 +21,7 @@ use tor_netdoc::NetdocBuilder;
 use tor_units::IntegerMinutes;
 
 mod merge;
-pub use merge::{fair_share, ipt_from_wire, ipt_to_wire};
+pub use merge::{fair_share, ipt_from_wire, ipt_to_wire, windows};
 
 /// Clients use at most this many intro points of a descriptor.
 pub const MAX_INTRO_POINTS: usize = 20;

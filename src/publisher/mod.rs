@@ -6,4 +6,4 @@
 
 pub mod upload;
 
-pub use upload::{fetch_from_hsdirs, upload_to_hsdirs, HsDirResult};
+pub use upload::{fetch_from_hsdirs, upload_ring_len, upload_to_hsdirs, HsDirResult};

@@ -25,26 +25,46 @@ pub struct HsDirResult {
     pub error: Option<String>,
     /// How long the attempt took.
     pub elapsed: Duration,
+    /// Which of the texts it was given (its index in `texts`).
+    pub text_index: usize,
 }
 
-/// Uploads `text` to every HSDir responsible for `blind_id` in `period`, each within `timeout`.
+/// How many HSDirs are responsible for `blind_id` in `period` (the upload ring).
+pub fn upload_ring_len(
+    netdir: &NetDir,
+    blind_id: HsBlindId,
+    period: TimePeriod,
+) -> Result<usize, String> {
+    Ok(netdir
+        .hs_dirs_upload(blind_id, period)
+        .map_err(|e| format!("HSDir ring: {e}"))?
+        .count())
+}
+
+/// Uploads to every HSDir responsible for `blind_id` in `period`, each within `timeout`: the
+/// HSDir at position `i` of the upload ring gets `texts[i % texts.len()]` (one text: every
+/// HSDir gets the same descriptor; several: distinct descriptors).
 pub async fn upload_to_hsdirs<R: Runtime>(
     runtime: &R,
     pool: &Arc<HsCircPool<R>>,
     netdir: &NetDir,
     blind_id: HsBlindId,
     period: TimePeriod,
-    text: Arc<str>,
+    texts: &[Arc<str>],
     timeout: Duration,
 ) -> Result<Vec<HsDirResult>, String> {
+    if texts.is_empty() {
+        return Ok(Vec::new());
+    }
     let hsdirs: Vec<OwnedCircTarget> = netdir
         .hs_dirs_upload(blind_id, period)
         .map_err(|e| format!("HSDir ring: {e}"))?
         .map(|r| OwnedCircTarget::from_circ_target(&r))
         .collect();
-    let results = stream::iter(hsdirs)
-        .map(|target| {
-            let text = Arc::clone(&text);
+    let results = stream::iter(hsdirs.into_iter().enumerate())
+        .map(|(i, target)| {
+            let text_index = i % texts.len();
+            let text = Arc::clone(&texts[text_index]);
             async move {
                 let hsdir = hsdir_name(&target);
                 let start = Instant::now();
@@ -70,6 +90,7 @@ pub async fn upload_to_hsdirs<R: Runtime>(
                     hsdir,
                     error,
                     elapsed: start.elapsed(),
+                    text_index,
                 }
             }
         })

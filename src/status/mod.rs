@@ -67,6 +67,9 @@ pub struct HsDirUpload {
     pub error: Option<String>,
     /// How long the attempt took, in milliseconds.
     pub elapsed_ms: u64,
+    /// Intro points in the descriptor it was given.
+    #[serde(default)]
+    pub intro_points: usize,
 }
 
 /// The last publication for one time period.
@@ -78,8 +81,11 @@ pub struct PeriodStatus {
     pub published_at: u64,
     /// Revision counter of that descriptor.
     pub revision: u64,
-    /// Intro points it listed.
+    /// Intro points in use: listed by at least one HSDir's descriptor.
     pub intro_points: usize,
+    /// Distinct descriptors uploaded (1, or one per HSDir when more than 20 intro points).
+    #[serde(default = "one")]
+    pub descriptors: usize,
     /// Descriptor size in bytes.
     pub bytes: usize,
     /// Per-HSDir results of that round.
@@ -178,11 +184,12 @@ impl Snapshot {
             let age = unix_now().saturating_sub(p.published_at);
             let _ = writeln!(
                 s,
-                "  period {}: {}/{} HSDirs accepted, {} intro points, {} bytes, revision {}, {} s ago",
+                "  period {}: {}/{} HSDirs accepted, {} intro points in {} descriptor(s), {} bytes, revision {}, {} s ago",
                 p.period,
                 p.hsdirs_ok(),
                 p.hsdirs.len(),
                 p.intro_points,
+                p.descriptors,
                 p.bytes,
                 p.revision,
                 age
@@ -251,6 +258,10 @@ impl Snapshot {
 
 fn yes() -> bool {
     true
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Seconds since the Unix epoch.
@@ -382,12 +393,14 @@ mod tests {
             published_at: unix_now(),
             revision: 7,
             intro_points: 3,
+            descriptors: 1,
             bytes: 100,
             hsdirs: vec![HsDirUpload {
                 hsdir: "AB".into(),
                 ok: true,
                 error: None,
                 elapsed_ms: 5,
+                intro_points: 3,
             }],
         });
         tx.send(next.clone()).unwrap();

@@ -1,0 +1,165 @@
+//! More than 20 intro points: 8 nodes with 3 intro points each on the private Tor network. The
+//! publisher uploads distinct descriptors (windows of 20 of the interleaved merged list), so the
+//! HSDirs together serve all 24 intro points while each descriptor keeps every node.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use arti_client::config::{CfgPath, TorClientConfigBuilder};
+use arti_client::TorClient;
+use rustbalance::publisher;
+use support::*;
+use tor_checkable::Timebound;
+use tor_netdoc::doc::hsdesc::HsDesc;
+
+const NODES: usize = 8;
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn eight_nodes_use_more_than_twenty_intro_points_across_hsdirs() {
+    let net = testnet::fixture::shared().expect("private Tor network");
+    let target = net.target.http.to_string();
+    let dir = scratch("distinct");
+    let token = new_token(&dir, "cluster.token");
+    let first = cluster_node("d-0", &target, net, None, 0, &token, &[]);
+    let key = first.node.key_file();
+    let seed = first.seed();
+    let mut nodes = vec![first];
+    for i in 1..NODES {
+        nodes.push(cluster_node(
+            &format!("d-{i}"),
+            &target,
+            net,
+            Some(&key),
+            i as u32,
+            &token,
+            std::slice::from_ref(&seed),
+        ));
+    }
+    for n in nodes.iter_mut() {
+        n.node.start();
+    }
+    let address = nodes[0].node.address.clone();
+
+    // The publisher reports distinct descriptors with more than 20 intro points in use.
+    let status = wait_for(
+        Duration::from_secs(180),
+        "distinct descriptors uploaded",
+        || {
+            for n in nodes.iter_mut() {
+                n.node.assert_running();
+            }
+            let s = nodes[0].node.status()?;
+            let listed = s["merged"]
+                .as_array()?
+                .iter()
+                .filter(|m| m["listed"].as_u64().unwrap_or(0) > 0)
+                .count();
+            let ok = listed == NODES
+                && s["periods"].as_array()?.iter().any(|p| {
+                    p["descriptors"].as_u64().unwrap_or(1) > 1
+                        && p["intro_points"].as_u64().unwrap_or(0) > 20
+                        && p["hsdirs"]
+                            .as_array()
+                            .is_some_and(|h| h.iter().filter(|h| h["ok"] == true).count() >= 2)
+                });
+            ok.then_some(s)
+        },
+    );
+    eprintln!("publisher: {}", status["periods"]);
+
+    // Which node owns which intro point.
+    let mut owner: BTreeMap<String, String> = BTreeMap::new();
+    for n in &nodes {
+        let s = n.node.status().unwrap();
+        for i in s["intro_points"].as_array().unwrap() {
+            owner.insert(
+                i["auth_key"].as_str().unwrap().to_string(),
+                n.node.name.clone(),
+            );
+        }
+    }
+    assert!(
+        owner.len() > 20,
+        "{} intro points in the cluster",
+        owner.len()
+    );
+
+    // What the HSDirs serve, fetched by an Arti client from every HSDir a client would ask.
+    let master: rustbalance::keys::OnionAddress = address.parse().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let served: Vec<BTreeSet<String>> = runtime.block_on(async {
+        let text = std::fs::read_to_string(&net.arti_config).unwrap();
+        let mut builder: TorClientConfigBuilder = toml::from_str(&text).unwrap();
+        builder
+            .storage()
+            .state_dir(CfgPath::new_literal(dir.join("arti-state")))
+            .cache_dir(CfgPath::new_literal(dir.join("arti-cache")));
+        let client = TorClient::create_bootstrapped(builder.build().unwrap())
+            .await
+            .expect("bootstrap");
+        let netdir = client
+            .dirmgr()
+            .unwrap()
+            .timely_netdir()
+            .expect("a usable directory");
+        let pool = client.hs_circ_pool().unwrap();
+        let tp = netdir.hs_time_period();
+        let (blind, subcred) = master.public_key().compute_blinded_key(tp).unwrap();
+        let fetched =
+            publisher::fetch_from_hsdirs(client.runtime(), &pool, &netdir, blind.id(), tp)
+                .await
+                .unwrap();
+        fetched
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .filter_map(|text| {
+                HsDesc::parse_decrypt_validate(text, &blind.id(), &subcred, None)
+                    .ok()?
+                    .if_valid_at(&SystemTime::now())
+                    .ok()
+            })
+            .map(|d| {
+                d.intro_points()
+                    .iter()
+                    .map(|i| {
+                        let k: &tor_llcrypto::pk::ed25519::PublicKey = i.ipt_sid_key().as_ref();
+                        hex(k.as_bytes())
+                    })
+                    .collect()
+            })
+            .collect()
+    });
+    assert!(
+        served.len() >= 2,
+        "descriptors fetched from {} HSDirs",
+        served.len()
+    );
+    let distinct: BTreeSet<&BTreeSet<String>> = served.iter().collect();
+    let in_use: BTreeSet<&String> = served.iter().flatten().collect();
+    eprintln!(
+        "{} HSDirs answered with {} distinct descriptors; {} distinct intro points in use",
+        served.len(),
+        distinct.len(),
+        in_use.len()
+    );
+    assert!(
+        distinct.len() >= 2,
+        "different HSDirs serve different subsets"
+    );
+    assert!(
+        in_use.len() > 20,
+        "more than 20 intro points in use: {}",
+        in_use.len()
+    );
+    for d in &served {
+        assert!(d.len() <= 20);
+        let nodes_in: BTreeSet<&String> = d.iter().filter_map(|k| owner.get(k)).collect();
+        assert_eq!(nodes_in.len(), NODES, "every node in every descriptor");
+    }
+}
