@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
 use testnet::client::{http_get_via_socks, ControlConn, HttpResponse};
 use testnet::Description;
 
@@ -428,5 +432,146 @@ pub fn median(values: &[f64]) -> f64 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The auth keys (hex) of a node's own intro points, from its status.
+pub fn own_auth_keys(n: &ClusterNode) -> BTreeSet<String> {
+    n.node
+        .status()
+        .map(|s| {
+            s["intro_points"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["auth_key"].as_str())
+                .filter(|k| !k.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Makes the C-tor client fetch the descriptor from the HSDirs now and returns the intro
+/// points' auth keys (hex) of what it got, once it decrypts for one of `periods`.
+pub fn fetch_descriptor(net: &Description, address: &str) -> Option<BTreeSet<String>> {
+    use tor_checkable::Timebound;
+    use tor_hscrypto::time::TimePeriod;
+    use tor_netdoc::doc::hsdesc::HsDesc;
+
+    let master: rustbalance::keys::OnionAddress = address.parse().ok()?;
+    let short = address.trim_end_matches(".onion");
+    let mut control = ControlConn::connect(
+        net.client.control,
+        &net.client.control_cookie,
+        Duration::from_secs(10),
+    )
+    .ok()?;
+    control.command(&format!("HSFETCH {short}")).ok()?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = control
+        .getinfo(&format!("hs/client/desc/id/{short}"))
+        .ok()?;
+    let now = std::time::SystemTime::now();
+    // The test network's periods are 6 minutes long, offset 180 s: try the current and
+    // neighbouring ones.
+    let secs = now.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    let current = (secs / 60 - 3) / 6;
+    (current.saturating_sub(1)..=current + 1).find_map(|n| {
+        let tp = TimePeriod::from_parts(6, n, 180);
+        let (blind, subcred) = master.public_key().compute_blinded_key(tp).ok()?;
+        let blind: tor_hscrypto::pk::HsBlindIdKey = blind;
+        let desc = HsDesc::parse_decrypt_validate(&text, &blind.id(), &subcred, None).ok()?;
+        let desc = desc.if_valid_at(&now).ok()?;
+        Some(
+            desc.intro_points()
+                .iter()
+                .map(|i| {
+                    let k: &tor_llcrypto::pk::ed25519::PublicKey = i.ipt_sid_key().as_ref();
+                    k.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+                })
+                .collect(),
+        )
+    })
+}
+
+/// A client that keeps requesting the index page through the master address, each request
+/// on fresh circuits (its own SOCKS isolation).
+pub struct Client {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Client {
+    pub fn start(net: &'static Description, address: String) -> Client {
+        Client::start_with(net, address, 1, Duration::from_millis(200))
+    }
+
+    /// `threads` requesters, each pausing `pause` between requests.
+    pub fn start_with(
+        net: &'static Description,
+        address: String,
+        threads: usize,
+        pause: Duration,
+    ) -> Client {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let mut handles = Vec::new();
+        for t in 0..threads {
+            let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
+            let address = address.clone();
+            handles.push(std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !s.load(Ordering::Relaxed) {
+                    i += 1;
+                    let iso = format!("req-{t}-{i}");
+                    match http_get_via_socks(
+                        net.client.socks,
+                        &address,
+                        80,
+                        "/",
+                        Some(&iso),
+                        Duration::from_secs(30),
+                    ) {
+                        Ok(r) if r.status == 200 && r.body == net.index_body() => {
+                            o.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(r) => {
+                            eprintln!("client: status {}", r.status);
+                            f.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            eprintln!("client: {e}");
+                            f.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    std::thread::sleep(pause);
+                }
+            }));
+        }
+        Client {
+            stop,
+            ok,
+            failed,
+            threads: handles,
+        }
+    }
+
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.counts()
     }
 }
