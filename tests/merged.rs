@@ -74,7 +74,14 @@ fn three_nodes_one_merged_descriptor_failover_keeps_clients_served() {
         .map(|n| n.node.status().unwrap()["proxy"]["total"].as_u64().unwrap())
         .collect();
     let client = Client::start(net, address.clone());
+    let mut last_newnym = Instant::now();
     wait_for(LIMIT * 2, "streams through every node", || {
+        // The C-tor client keeps using an intro circuit it has; new identities (at most one
+        // per 10 s, tor's rate limit) make it pick intro points afresh.
+        if last_newnym.elapsed() > Duration::from_secs(10) {
+            newnym(net);
+            last_newnym = Instant::now();
+        }
         let through: Vec<u64> = nodes
             .iter()
             .zip(&before)
