@@ -1,7 +1,8 @@
 //! Many nodes, one address: failover and throughput on the private Tor network.
 //! `cargo bench --bench failover` (harness = false) PRINTS:
 //! - time from `kill -9` of a node until the descriptor the HSDirs serve no longer lists its
-//!   intro points (a C-tor client's fresh HSFETCH, polled), for standbys and publishers,
+//!   intro points on every HSDir a client may ask (fetched by a separate Arti client, polled
+//!   continuously), for standbys and publishers,
 //!   `RB_BENCH_KILLS` rounds (default 3) of each;
 //! - the success rate of a client requesting continuously (fresh circuits each time) during
 //!   all the kills and restarts;
@@ -26,27 +27,29 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn served_all(nodes: &[ClusterNode], net: &testnet::Description, address: &str) -> bool {
+fn served_all(nodes: &[ClusterNode], hsdirs: &HsDirs, address: &str) -> bool {
     let all: BTreeSet<String> = nodes
         .iter()
         .filter(|n| n.node.child.is_some())
         .flat_map(own_auth_keys)
         .collect();
-    fetch_descriptor(net, address).is_some_and(|d| !all.is_empty() && d == all)
+    hsdirs
+        .descriptor(address)
+        .is_some_and(|d| !all.is_empty() && d == all)
 }
 
 /// Kills `victim`; returns the seconds until the served descriptor lacks its intro points.
 fn kill_and_measure(
     nodes: &mut [ClusterNode],
     victim: usize,
-    net: &testnet::Description,
+    hsdirs: &HsDirs,
     address: &str,
 ) -> f64 {
     let keys = own_auth_keys(&nodes[victim]);
     let t0 = Instant::now();
     nodes[victim].node.kill9();
     wait_for(Duration::from_secs(120), "clean descriptor", || {
-        let d = fetch_descriptor(net, address)?;
+        let d = hsdirs.descriptor(address)?;
         (!d.is_empty() && d.is_disjoint(&keys)).then(|| t0.elapsed().as_secs_f64())
     })
 }
@@ -75,6 +78,7 @@ fn main() {
     let target = net.target.http.to_string();
     let dir = scratch("bench-failover");
     let token = new_token(&dir, "cluster.token");
+    let hsdirs = HsDirs::new(net, &dir);
     let a = cluster_node("fo-a", &target, net, None, 10, &token, &[]);
     let key = a.node.key_file();
     let b = cluster_node("fo-b", &target, net, Some(&key), 20, &token, &[a.seed()]);
@@ -93,7 +97,7 @@ fn main() {
     }
     let address = nodes[0].node.address.clone();
     wait_for(Duration::from_secs(120), "all intro points served", || {
-        served_all(&nodes, net, &address).then_some(())
+        served_all(&nodes, &hsdirs, &address).then_some(())
     });
 
     let kills = env_usize("RB_BENCH_KILLS", 3);
@@ -101,14 +105,14 @@ fn main() {
     let mut standby = Vec::new();
     let mut publisher = Vec::new();
     for round in 0..kills {
-        let t = kill_and_measure(&mut nodes, 2, net, &address);
+        let t = kill_and_measure(&mut nodes, 2, &hsdirs, &address);
         eprintln!("  round {round}: standby killed, clean descriptor after {t:.1} s");
         standby.push(t);
         nodes[2].node.start();
         wait_for(Duration::from_secs(120), "standby back", || {
-            served_all(&nodes, net, &address).then_some(())
+            served_all(&nodes, &hsdirs, &address).then_some(())
         });
-        let t = kill_and_measure(&mut nodes, 0, net, &address);
+        let t = kill_and_measure(&mut nodes, 0, &hsdirs, &address);
         eprintln!("  round {round}: publisher killed, clean descriptor after {t:.1} s");
         publisher.push(t);
         nodes[0].node.start();
@@ -117,7 +121,7 @@ fn main() {
             "publisher back, role handed back",
             || {
                 let back = nodes[0].mesh().is_some_and(|m| role(&m) == "publisher");
-                (back && served_all(&nodes, net, &address)).then_some(())
+                (back && served_all(&nodes, &hsdirs, &address)).then_some(())
             },
         );
     }

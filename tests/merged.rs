@@ -18,6 +18,7 @@ fn three_nodes_one_merged_descriptor_failover_keeps_clients_served() {
     let target = net.target.http.to_string();
     let dir = scratch("merged");
     let token = new_token(&dir, "cluster.token");
+    let hsdirs = HsDirs::new(net, &dir);
     let a = cluster_node("m-a", &target, net, None, 10, &token, &[]);
     let key = a.node.key_file();
     let b = cluster_node("m-b", &target, net, Some(&key), 20, &token, &[a.seed()]);
@@ -52,7 +53,7 @@ fn three_nodes_one_merged_descriptor_failover_keeps_clients_served() {
     let t0 = Instant::now();
     let served = wait_for(LIMIT, "the HSDirs serve the merged descriptor", || {
         let all: BTreeSet<String> = nodes.iter().flat_map(own_auth_keys).collect();
-        fetch_descriptor(net, &address).filter(|d| *d == all)
+        hsdirs.descriptor(&address).filter(|d| *d == all)
     });
     eprintln!(
         "descriptor on the HSDirs lists {} intro points of 3 nodes ({:.1} s)",
@@ -103,7 +104,7 @@ fn three_nodes_one_merged_descriptor_failover_keeps_clients_served() {
     let killed = Instant::now();
     nodes[2].node.kill9();
     let gone = wait_for(LIMIT, "c's intro points leave the descriptor", || {
-        let d = fetch_descriptor(net, &address)?;
+        let d = hsdirs.descriptor(&address)?;
         (d.is_disjoint(&c_keys) && !d.is_empty()).then(|| killed.elapsed())
     });
     eprintln!(
@@ -111,18 +112,44 @@ fn three_nodes_one_merged_descriptor_failover_keeps_clients_served() {
         gone.as_secs_f64()
     );
 
-    // Kill the publisher: b takes over and publishes a descriptor without a's intro points.
+    // Kill the publisher: b takes over and publishes a descriptor without a's intro points,
+    // with revision counters above a's.
     let a_keys = own_auth_keys(&nodes[0]);
+    let a_revisions: Vec<(String, u64)> = nodes[0].node.status().unwrap()["periods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["period"].as_str().unwrap().to_string(),
+                p["revision"].as_u64().unwrap(),
+            )
+        })
+        .collect();
     let killed = Instant::now();
     nodes[0].node.kill9();
     let gone = wait_for(LIMIT, "a's intro points leave the descriptor", || {
-        let d = fetch_descriptor(net, &address)?;
+        let d = hsdirs.descriptor(&address)?;
         (d.is_disjoint(&a_keys) && !d.is_empty()).then(|| killed.elapsed())
     });
     eprintln!(
         "publisher killed: clean descriptor on the HSDirs after {:.1} s",
         gone.as_secs_f64()
     );
+    let b_status = nodes[1].node.status().unwrap();
+    let mut compared = 0;
+    for p in b_status["periods"].as_array().unwrap() {
+        let period = p["period"].as_str().unwrap();
+        if let Some((_, a_rev)) = a_revisions.iter().find(|(s, _)| s == period) {
+            assert!(
+                p["revision"].as_u64().unwrap() > *a_rev,
+                "period {period}: b's revision {} must exceed a's {a_rev}",
+                p["revision"]
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 0, "b published for a period a had published for");
 
     // Restart both: their intro points come back.
     nodes[0].node.start();
@@ -132,7 +159,7 @@ fn three_nodes_one_merged_descriptor_failover_keeps_clients_served() {
         "all three nodes' intro points are served again",
         || {
             let all: BTreeSet<String> = nodes.iter().flat_map(own_auth_keys).collect();
-            let d = fetch_descriptor(net, &address)?;
+            let d = hsdirs.descriptor(&address)?;
             (all.len() >= 3 && d == all).then_some(())
         },
     );
@@ -148,4 +175,117 @@ fn three_nodes_one_merged_descriptor_failover_keeps_clients_served() {
         rate >= 0.9,
         "clients keep being served through the kills: {ok} ok, {failed} failed"
     );
+}
+
+/// A TCP target that can be taken down and brought back on the same port.
+struct Switchable {
+    port: u16,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Switchable {
+    fn new() -> Switchable {
+        let mut s = Switchable {
+            port: free_port(),
+            stop: None,
+        };
+        s.up();
+        s
+    }
+
+    fn up(&mut self) {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || loop {
+            if rx.try_recv().is_ok() {
+                return; // the listener is dropped: connections are refused
+            }
+            let _ = listener.accept();
+            std::thread::sleep(Duration::from_millis(20));
+        });
+        self.stop = Some(tx);
+    }
+
+    fn down(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_node_whose_target_is_down_leaves_the_descriptor_and_returns() {
+    let net = testnet::fixture::shared().expect("private Tor network");
+    let dir = scratch("health");
+    let token = new_token(&dir, "cluster.token");
+    let hsdirs = HsDirs::new(net, &dir);
+    let mut flaky = Switchable::new();
+    let mut a = cluster_node(
+        "h-a",
+        &net.target.http.to_string(),
+        net,
+        None,
+        10,
+        &token,
+        &[],
+    );
+    let key = a.node.key_file();
+    let b_target = format!("127.0.0.1:{}", flaky.port);
+    let mut b = cluster_node("h-b", &b_target, net, Some(&key), 20, &token, &[a.seed()]);
+    let mut text = std::fs::read_to_string(&b.node.config).unwrap();
+    text.push_str(
+        "\n[target.health]\ninterval = \"1s\"\ntimeout = \"500ms\"\nfail_after = 2\nrecover_after = 1\n",
+    );
+    std::fs::write(&b.node.config, text).unwrap();
+    a.node.start();
+    b.node.start();
+    let address = a.node.address.clone();
+    let both = |a: &ClusterNode, b: &ClusterNode| -> BTreeSet<String> {
+        own_auth_keys(a).union(&own_auth_keys(b)).cloned().collect()
+    };
+    wait_for(LIMIT, "both nodes' intro points served", || {
+        let all = both(&a, &b);
+        let d = hsdirs.descriptor(&address)?;
+        (all.len() >= 2 && d == all).then_some(())
+    });
+    let b_keys = own_auth_keys(&b);
+
+    let t0 = Instant::now();
+    flaky.down();
+    let gone = wait_for(LIMIT, "b's intro points withdrawn", || {
+        let d = hsdirs.descriptor(&address)?;
+        (!d.is_empty() && d.is_disjoint(&b_keys)).then(|| t0.elapsed())
+    });
+    eprintln!(
+        "target down: b's intro points off the HSDirs after {:.1} s",
+        gone.as_secs_f64()
+    );
+    let sb = b.node.status().unwrap();
+    assert_eq!(sb["target_up"], false, "{sb}");
+    let sa = a.node.status().unwrap();
+    let entry = sa["merged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["node_id"] == "h-b")
+        .cloned()
+        .unwrap();
+    assert_eq!(entry["healthy"], false, "{entry}");
+    assert_eq!(entry["listed"], 0, "{entry}");
+
+    let t1 = Instant::now();
+    flaky.up();
+    wait_for(LIMIT, "b's intro points return", || {
+        let all = both(&a, &b);
+        let d = hsdirs.descriptor(&address)?;
+        (d == all).then_some(())
+    });
+    eprintln!(
+        "target back: b's intro points served again after {:.1} s",
+        t1.elapsed().as_secs_f64()
+    );
+    let _ = a.node.stop();
+    let _ = b.node.stop();
 }

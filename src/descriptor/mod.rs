@@ -183,6 +183,23 @@ mod tests {
     }
 
     #[test]
+    fn a_new_publisher_continues_the_old_ones_counter() {
+        // Publisher A uploads at 100 s into the SRV period and dies; B (same blinded key, its
+        // own clock) takes over 4 s later, or in the same second: never a lower counter.
+        let tp = TimePeriod::from_parts(1440, 20573, 43200);
+        let a = blinded(9, tp);
+        let b = blinded(9, tp);
+        let last_a = u64::from(revision_at_offset(&a, Duration::from_secs(100)));
+        let first_b = u64::from(revision_at_offset(&b, Duration::from_secs(104)));
+        assert!(first_b > last_a);
+        assert_eq!(
+            u64::from(revision_at_offset(&b, Duration::from_secs(100))),
+            last_a,
+            "same second: equal, which HSDirs treat as not newer (the old one stays valid)"
+        );
+    }
+
+    #[test]
     fn intro_point_count_and_lifetime_rules() {
         assert!(matches!(
             check_intro_point_count(0),

@@ -452,47 +452,97 @@ pub fn own_auth_keys(n: &ClusterNode) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// Makes the C-tor client fetch the descriptor from the HSDirs now and returns the intro
-/// points' auth keys (hex) of what it got, once it decrypts for one of `periods`.
-pub fn fetch_descriptor(net: &Description, address: &str) -> Option<BTreeSet<String>> {
-    use tor_checkable::Timebound;
-    use tor_hscrypto::time::TimePeriod;
-    use tor_netdoc::doc::hsdesc::HsDesc;
+/// Reads what the HSDirs serve, with an embedded Arti client of its own (so polling never
+/// disturbs the C-tor client that the tests use as the user: C tor does not re-ask an HSDir
+/// it asked within 15 minutes, and `HSFETCH` polling would use them all up).
+pub struct HsDirs {
+    runtime: tokio::runtime::Runtime,
+    client: Arc<arti_client::TorClient<tor_rtcompat::PreferredRuntime>>,
+}
 
-    let master: rustbalance::keys::OnionAddress = address.parse().ok()?;
-    let short = address.trim_end_matches(".onion");
-    let mut control = ControlConn::connect(
-        net.client.control,
-        &net.client.control_cookie,
-        Duration::from_secs(10),
-    )
-    .ok()?;
-    control.command(&format!("HSFETCH {short}")).ok()?;
-    std::thread::sleep(Duration::from_millis(1500));
-    let text = control
-        .getinfo(&format!("hs/client/desc/id/{short}"))
-        .ok()?;
-    let now = std::time::SystemTime::now();
-    // The test network's periods are 6 minutes long, offset 180 s: try the current and
-    // neighbouring ones.
-    let secs = now.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
-    let current = (secs / 60 - 3) / 6;
-    (current.saturating_sub(1)..=current + 1).find_map(|n| {
-        let tp = TimePeriod::from_parts(6, n, 180);
-        let (blind, subcred) = master.public_key().compute_blinded_key(tp).ok()?;
-        let blind: tor_hscrypto::pk::HsBlindIdKey = blind;
-        let desc = HsDesc::parse_decrypt_validate(&text, &blind.id(), &subcred, None).ok()?;
-        let desc = desc.if_valid_at(&now).ok()?;
-        Some(
-            desc.intro_points()
+impl HsDirs {
+    /// Bootstraps the poller's Arti client on the test network (state under `dir`).
+    pub fn new(net: &Description, dir: &Path) -> HsDirs {
+        use arti_client::config::{CfgPath, TorClientConfigBuilder};
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let text = std::fs::read_to_string(&net.arti_config).unwrap();
+        let mut builder: TorClientConfigBuilder = toml::from_str(&text).unwrap();
+        builder
+            .storage()
+            .state_dir(CfgPath::new_literal(dir.join("poller-state")))
+            .cache_dir(CfgPath::new_literal(dir.join("poller-cache")));
+        let config = builder.build().unwrap();
+        let client = runtime
+            .block_on(arti_client::TorClient::create_bootstrapped(config))
+            .expect("poller bootstrap");
+        HsDirs {
+            runtime,
+            client,
+        }
+    }
+
+    /// The intro points' auth keys (hex) of the descriptors served now for the current period
+    /// by every HSDir a client may ask, if all that answer agree; `None` while they differ
+    /// (an upload still under way) or none answers.
+    pub fn descriptor(&self, address: &str) -> Option<BTreeSet<String>> {
+        let sets = self.per_hsdir(address);
+        let first = sets.first()?.clone();
+        sets.iter().all(|s| *s == first).then_some(first)
+    }
+
+    /// The auth-key sets served by each HSDir that answered, for the current period.
+    pub fn per_hsdir(&self, address: &str) -> Vec<BTreeSet<String>> {
+        use tor_checkable::Timebound;
+        use tor_netdoc::doc::hsdesc::HsDesc;
+        let Ok(master) = address.parse::<rustbalance::keys::OnionAddress>() else {
+            return Vec::new();
+        };
+        let client = Arc::clone(&self.client);
+        self.runtime.block_on(async move {
+            let Ok(dirmgr) = client.dirmgr() else {
+                return Vec::new();
+            };
+            let Ok(netdir) = dirmgr.timely_netdir() else {
+                return Vec::new();
+            };
+            let Ok(pool) = client.hs_circ_pool() else {
+                return Vec::new();
+            };
+            let tp = netdir.hs_time_period();
+            let Ok((blind, subcred)) = master.public_key().compute_blinded_key(tp) else {
+                return Vec::new();
+            };
+            let fetched = rustbalance::publisher::fetch_from_hsdirs(
+                client.runtime(),
+                &pool,
+                &netdir,
+                blind.id(),
+                tp,
+            )
+            .await
+            .unwrap_or_default();
+            let now = std::time::SystemTime::now();
+            fetched
                 .iter()
-                .map(|i| {
-                    let k: &tor_llcrypto::pk::ed25519::PublicKey = i.ipt_sid_key().as_ref();
-                    k.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+                .filter_map(|(_, r)| r.as_ref().ok())
+                .filter_map(|text| {
+                    HsDesc::parse_decrypt_validate(text, &blind.id(), &subcred, None)
+                        .ok()?
+                        .if_valid_at(&now)
+                        .ok()
                 })
-                .collect(),
-        )
-    })
+                .map(|d| {
+                    d.intro_points()
+                        .iter()
+                        .map(|i| {
+                            let k: &tor_llcrypto::pk::ed25519::PublicKey = i.ipt_sid_key().as_ref();
+                            k.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+    }
 }
 
 /// A client that keeps requesting the index page through the master address, each request
