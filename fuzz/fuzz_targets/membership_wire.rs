@@ -7,7 +7,7 @@
 //!
 //! Input layout for step 2: if the input has more than one byte and its first byte has the
 //! top bit set (0x80..=0xff), the rest is framed in a valid envelope header (magic, version,
-//! kind = SWIM if the low bit is 0, state if 1, timestamp = the fixed `NOW`), so that foca's
+//! kind = SWIM, state or intro points by the low two bits (0, 1, 2/3), timestamp = the fixed `NOW`), so that foca's
 //! decoder and the state decoder are reached without the fuzzer having to find the header and a
 //! timestamp within the skew bound. Otherwise the input is the datagram as is (a valid envelope
 //! starts with 'R' = 0x52, so it takes this path).
@@ -258,6 +258,7 @@ fn write_seeds(dir: &str, sent: &[Vec<u8>]) {
         let (name, mode) = match env.kind {
             Kind::Swim => ("swim", 0x80u8),
             Kind::State => ("state", 0x81u8),
+            Kind::Ipts => ("ipts", 0x82u8),
         };
         let mut framed = vec![mode];
         framed.extend_from_slice(env.body);
@@ -289,6 +290,14 @@ fn check_state(body: &[u8]) {
     }
 }
 
+/// Whatever decodes as an intro-points body re-encodes and decodes to the same message.
+fn check_ipts(body: &[u8]) {
+    if let Ok(msg) = wire::IptsMsg::decode(body) {
+        let again = msg.encode().expect("decoded intro points re-encode");
+        assert_eq!(wire::IptsMsg::decode(&again), Ok(msg), "intro points round trip");
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     // 1. The pure decoders.
     if let Ok(env) = wire::decode(data) {
@@ -298,14 +307,20 @@ fuzz_target!(|data: &[u8]| {
             "envelope round trip"
         );
         check_state(env.body);
+        check_ipts(env.body);
     }
     check_state(data);
+    check_ipts(data);
 
     // 2. The membership state machine.
     let framed;
     let datagram: &[u8] = match data.split_first() {
         Some((&mode, rest)) if mode & 0x80 != 0 && !rest.is_empty() => {
-            let kind = if mode & 1 == 0 { 1 } else { 2 };
+            let kind = match mode & 3 {
+                0 => 1,
+                1 => 2,
+                _ => 3,
+            };
             let mut buf = Vec::with_capacity(HEADER_LEN + rest.len());
             buf.extend_from_slice(&MAGIC);
             buf.push(VERSION);
