@@ -475,10 +475,7 @@ impl HsDirs {
         let client = runtime
             .block_on(arti_client::TorClient::create_bootstrapped(config))
             .expect("poller bootstrap");
-        HsDirs {
-            runtime,
-            client,
-        }
+        HsDirs { runtime, client }
     }
 
     /// The intro points' auth keys (hex) of the descriptors served now for the current period
