@@ -156,6 +156,44 @@ pub fn decode(datagram: &[u8]) -> Result<Envelope<'_>, WireError> {
     })
 }
 
+/// Encodes a postcard body of `kind`, refusing one that would not fit a datagram.
+fn encode_body<T: Serialize>(kind: Kind, msg: &T) -> Result<Vec<u8>, WireError> {
+    let body = postcard::to_allocvec(msg).map_err(|e| WireError::Body {
+        kind,
+        reason: e.to_string(),
+    })?;
+    if body.len() > MAX_BODY {
+        return Err(WireError::TooLong {
+            len: body.len() + HEADER_LEN,
+        });
+    }
+    Ok(body)
+}
+
+/// Decodes a whole postcard body of `kind` (bounded, no trailing bytes). Never panics.
+fn decode_body<T: serde::de::DeserializeOwned>(
+    kind: Kind,
+    field: &'static str,
+    body: &[u8],
+) -> Result<T, WireError> {
+    if body.len() > MAX_BODY {
+        return Err(WireError::TooLong {
+            len: body.len() + HEADER_LEN,
+        });
+    }
+    let (msg, rest): (T, _) = postcard::take_from_bytes(body).map_err(|e| WireError::Body {
+        kind,
+        reason: e.to_string(),
+    })?;
+    if !rest.is_empty() {
+        return Err(WireError::Invalid {
+            field,
+            problem: "trailing bytes after the message",
+        });
+    }
+    Ok(msg)
+}
+
 /// A node's health as it advertises it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -236,36 +274,12 @@ pub struct StateMsg {
 impl StateMsg {
     /// Encodes the body.
     pub fn encode(&self) -> Result<Vec<u8>, WireError> {
-        let body = postcard::to_allocvec(self).map_err(|e| WireError::Body {
-            kind: Kind::State,
-            reason: e.to_string(),
-        })?;
-        if body.len() > MAX_BODY {
-            return Err(WireError::TooLong {
-                len: body.len() + HEADER_LEN,
-            });
-        }
-        Ok(body)
+        encode_body(Kind::State, self)
     }
 
     /// Decodes and validates a body. Never panics.
     pub fn decode(body: &[u8]) -> Result<StateMsg, WireError> {
-        if body.len() > MAX_BODY {
-            return Err(WireError::TooLong {
-                len: body.len() + HEADER_LEN,
-            });
-        }
-        let (msg, rest): (StateMsg, _) =
-            postcard::take_from_bytes(body).map_err(|e| WireError::Body {
-                kind: Kind::State,
-                reason: e.to_string(),
-            })?;
-        if !rest.is_empty() {
-            return Err(WireError::Invalid {
-                field: "state",
-                problem: "trailing bytes after the message",
-            });
-        }
+        let msg: StateMsg = decode_body(Kind::State, "state", body)?;
         if !valid_node_id(&msg.node_id) {
             return Err(WireError::Invalid {
                 field: "node_id",
@@ -355,34 +369,13 @@ impl IptsMsg {
 
     /// Encodes the body.
     pub fn encode(&self) -> Result<Vec<u8>, WireError> {
-        let body = postcard::to_allocvec(self).map_err(|e| WireError::Body {
-            kind: Kind::Ipts,
-            reason: e.to_string(),
-        })?;
-        if body.len() > MAX_BODY {
-            return Err(WireError::TooLong {
-                len: body.len() + HEADER_LEN,
-            });
-        }
-        Ok(body)
+        encode_body(Kind::Ipts, self)
     }
 
     /// Decodes and validates a body. Never panics.
     pub fn decode(body: &[u8]) -> Result<IptsMsg, WireError> {
-        if body.len() > MAX_BODY {
-            return Err(WireError::TooLong {
-                len: body.len() + HEADER_LEN,
-            });
-        }
-        let (msg, rest): (IptsMsg, _) =
-            postcard::take_from_bytes(body).map_err(|e| WireError::Body {
-                kind: Kind::Ipts,
-                reason: e.to_string(),
-            })?;
+        let msg: IptsMsg = decode_body(Kind::Ipts, "ipts", body)?;
         let invalid = |field, problem| Err(WireError::Invalid { field, problem });
-        if !rest.is_empty() {
-            return invalid("ipts", "trailing bytes after the message");
-        }
         if !valid_node_id(&msg.node_id) {
             return invalid("node_id", "not 1-64 of A-Z a-z 0-9 . _ -");
         }
