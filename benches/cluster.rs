@@ -21,13 +21,6 @@ use rustbalance::membership::sim::{NetConfig, Sim};
 use rustbalance::membership::{Liveness, MembershipConfig};
 use support::*;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn sim(seed: u64) -> Sim {
     Sim::new(
         seed,
@@ -194,23 +187,10 @@ impl Proc {
 fn processes(kills: usize) {
     locate_testnet_bin();
     let net = testnet::fixture::shared().unwrap_or_else(|e| panic!("private Tor network: {e}"));
-    let target = net.target.http.to_string();
     let dir = scratch("bench-cluster");
     let token = new_token(&dir, "cluster.token");
-    let a = cluster_node("bench-a", &target, net, None, 10, &token, &[]);
-    let key = a.node.key_file();
-    let b = cluster_node("bench-b", &target, net, Some(&key), 20, &token, &[a.seed()]);
-    let c = cluster_node(
-        "bench-c",
-        &target,
-        net,
-        Some(&key),
-        30,
-        &token,
-        &[a.seed(), b.seed()],
-    );
     let mut p = Proc {
-        nodes: vec![a, b, c],
+        nodes: trio("bench", net, &token).into(),
     };
     for n in p.nodes.iter_mut() {
         n.node.start();

@@ -20,13 +20,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn served_all(nodes: &[ClusterNode], hsdirs: &HsDirs, address: &str) -> bool {
     let all: BTreeSet<String> = nodes
         .iter()
@@ -75,23 +68,10 @@ fn throughput(
 fn main() {
     locate_testnet_bin();
     let net = testnet::fixture::shared().unwrap_or_else(|e| panic!("private Tor network: {e}"));
-    let target = net.target.http.to_string();
     let dir = scratch("bench-failover");
     let token = new_token(&dir, "cluster.token");
     let hsdirs = HsDirs::new(net, &dir);
-    let a = cluster_node("fo-a", &target, net, None, 10, &token, &[]);
-    let key = a.node.key_file();
-    let b = cluster_node("fo-b", &target, net, Some(&key), 20, &token, &[a.seed()]);
-    let c = cluster_node(
-        "fo-c",
-        &target,
-        net,
-        Some(&key),
-        30,
-        &token,
-        &[a.seed(), b.seed()],
-    );
-    let mut nodes = [a, b, c];
+    let mut nodes = trio("fo", net, &token);
     for n in nodes.iter_mut() {
         n.node.start();
     }

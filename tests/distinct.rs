@@ -5,20 +5,11 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use arti_client::config::{CfgPath, TorClientConfigBuilder};
-use arti_client::TorClient;
-use rustbalance::publisher;
 use support::*;
-use tor_checkable::Timebound;
-use tor_netdoc::doc::hsdesc::HsDesc;
 
 const NODES: usize = 8;
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 #[test]
 fn eight_nodes_use_more_than_twenty_intro_points_across_hsdirs() {
@@ -91,50 +82,7 @@ fn eight_nodes_use_more_than_twenty_intro_points_across_hsdirs() {
     );
 
     // What the HSDirs serve, fetched by an Arti client from every HSDir a client would ask.
-    let master: rustbalance::keys::OnionAddress = address.parse().unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let served: Vec<BTreeSet<String>> = runtime.block_on(async {
-        let text = std::fs::read_to_string(&net.arti_config).unwrap();
-        let mut builder: TorClientConfigBuilder = toml::from_str(&text).unwrap();
-        builder
-            .storage()
-            .state_dir(CfgPath::new_literal(dir.join("arti-state")))
-            .cache_dir(CfgPath::new_literal(dir.join("arti-cache")));
-        let client = TorClient::create_bootstrapped(builder.build().unwrap())
-            .await
-            .expect("bootstrap");
-        let netdir = client
-            .dirmgr()
-            .unwrap()
-            .timely_netdir()
-            .expect("a usable directory");
-        let pool = client.hs_circ_pool().unwrap();
-        let tp = netdir.hs_time_period();
-        let (blind, subcred) = master.public_key().compute_blinded_key(tp).unwrap();
-        let fetched =
-            publisher::fetch_from_hsdirs(client.runtime(), &pool, &netdir, blind.id(), tp)
-                .await
-                .unwrap();
-        fetched
-            .iter()
-            .filter_map(|(_, r)| r.as_ref().ok())
-            .filter_map(|text| {
-                HsDesc::parse_decrypt_validate(text, &blind.id(), &subcred, None)
-                    .ok()?
-                    .if_valid_at(&SystemTime::now())
-                    .ok()
-            })
-            .map(|d| {
-                d.intro_points()
-                    .iter()
-                    .map(|i| {
-                        let k: &tor_llcrypto::pk::ed25519::PublicKey = i.ipt_sid_key().as_ref();
-                        hex(k.as_bytes())
-                    })
-                    .collect()
-            })
-            .collect()
-    });
+    let served = HsDirs::new(net, &dir).per_hsdir(&address);
     assert!(
         served.len() >= 2,
         "descriptors fetched from {} HSDirs",

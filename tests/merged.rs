@@ -15,23 +15,10 @@ const LIMIT: Duration = Duration::from_secs(90);
 #[test]
 fn three_nodes_one_merged_descriptor_failover_keeps_clients_served() {
     let net = testnet::fixture::shared().expect("private Tor network");
-    let target = net.target.http.to_string();
     let dir = scratch("merged");
     let token = new_token(&dir, "cluster.token");
     let hsdirs = HsDirs::new(net, &dir);
-    let a = cluster_node("m-a", &target, net, None, 10, &token, &[]);
-    let key = a.node.key_file();
-    let b = cluster_node("m-b", &target, net, Some(&key), 20, &token, &[a.seed()]);
-    let c = cluster_node(
-        "m-c",
-        &target,
-        net,
-        Some(&key),
-        30,
-        &token,
-        &[a.seed(), b.seed()],
-    );
-    let mut nodes = [a, b, c];
+    let mut nodes = trio("m", net, &token);
     for n in nodes.iter_mut() {
         n.node.start();
     }

@@ -622,3 +622,39 @@ impl Client {
         self.counts()
     }
 }
+
+/// Three cluster nodes on the network's HTTP target sharing one master key and token:
+/// `<prefix>-a` (priority 10, no seeds), `-b` (20, seeds a), `-c` (30, seeds a and b). Not
+/// started.
+pub fn trio(prefix: &str, net: &Description, token: &Path) -> [ClusterNode; 3] {
+    let target = net.target.http.to_string();
+    let a = cluster_node(&format!("{prefix}-a"), &target, net, None, 10, token, &[]);
+    let key = a.node.key_file();
+    let b = cluster_node(
+        &format!("{prefix}-b"),
+        &target,
+        net,
+        Some(&key),
+        20,
+        token,
+        &[a.seed()],
+    );
+    let c = cluster_node(
+        &format!("{prefix}-c"),
+        &target,
+        net,
+        Some(&key),
+        30,
+        token,
+        &[a.seed(), b.seed()],
+    );
+    [a, b, c]
+}
+
+/// A numeric environment setting, or `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
