@@ -354,7 +354,7 @@ async fn run(
                 agent.set_health(now, local.health);
                 agent.set_intro_points(now, local.ipt_generation, local.ipts);
                 let role = agent.step(now);
-                role_tx.send_if_modified(|r| std::mem::replace(r, role) != role);
+                let role_changed = role_tx.send_if_modified(|r| std::mem::replace(r, role) != role);
                 let ipts = peer_ipts(&agent);
                 peer_ipts_tx.send_if_modified(|v| {
                     if *v == ipts {
@@ -364,7 +364,9 @@ async fn run(
                         true
                     }
                 });
-                if last_status.elapsed() >= STATUS_EVERY {
+                // A new role shows at once: the status never says standby while the publisher
+                // (which obeys the role watch) is already uploading.
+                if role_changed || last_status.elapsed() >= STATUS_EVERY {
                     last_status = Instant::now();
                     status_tx.send_replace(Some(status(&agent, now, endpoint.stats())));
                 }
