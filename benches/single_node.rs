@@ -7,184 +7,24 @@
 //! `RB_BENCH_RUNS` (node starts, default 5), `RB_BENCH_FETCHES` (fetches per kind and path,
 //! default 5), plus the fixture's `RUSTBALANCE_TESTNET_DIR` / `_BIN` / `_KEEP`.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use testnet::client::{socks5_connect, ControlConn};
+use support::*;
+use testnet::client::socks5_connect;
 use testnet::Description;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rustbalance");
-/// Every socket operation (SOCKS connect, each read and write) and the status commands.
+/// Every socket operation (SOCKS connect, each read and write).
 const OP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a fresh node may take to become reachable before the benchmark gives up.
 const REACH_DEADLINE: Duration = Duration::from_secs(300);
 /// Pause between failed reachability attempts.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
-
-fn env_count(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .ok()
-            .filter(|n| *n > 0)
-            .unwrap_or_else(|| panic!("{name}={v:?}: expected a positive integer")),
-        Err(_) => default,
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-/// The fixture looks for the `testnet` binary beside this executable (target/release under
-/// `cargo bench`); fall back to a debug build if that is the one that exists.
-fn locate_testnet_bin() {
-    if std::env::var_os("RUSTBALANCE_TESTNET_BIN").is_some() {
-        return;
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let target = exe.ancestors().nth(3).map(Path::to_path_buf);
-    let found = target.into_iter().flat_map(|t| {
-        ["release", "debug"]
-            .into_iter()
-            .map(move |p| t.join(p).join("testnet"))
-    });
-    if let Some(p) = found.into_iter().find(|p| p.is_file()) {
-        std::env::set_var("RUSTBALANCE_TESTNET_BIN", p);
-    }
-}
-
-/// A node directory made by `rustbalance init`, and its daemon once spawned.
-struct Node {
-    dir: PathBuf,
-    config: PathBuf,
-    address: String,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn init(name: &str, target: &str, net: &Description) -> Node {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("bench-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let status = format!("127.0.0.1:{}", free_port());
-        let out = Command::new(BIN)
-            .args(["init", "--target", target, "--dir"])
-            .arg(&dir)
-            .arg("--arti-config")
-            .arg(&net.arti_config)
-            .args(["--status-listen", &status])
-            .output()
-            .expect("run rustbalance init");
-        assert!(
-            out.status.success(),
-            "rustbalance init failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let address = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("master address: "))
-            .expect("init prints the master address")
-            .to_string();
-        Node {
-            config: dir.join("rustbalance.toml"),
-            dir,
-            address,
-            child: None,
-        }
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.join("daemon.log")).expect("create daemon.log");
-        let child = Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn rustbalance run");
-        self.child = Some(child);
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-        format!(
-            "--- last lines of {} ---\n{tail}",
-            self.dir.join("daemon.log").display()
-        )
-    }
-
-    /// Panics (with the log tail) if the daemon has exited.
-    fn check_alive(&mut self) {
-        if let Some(Ok(Some(code))) = self.child.as_mut().map(Child::try_wait) {
-            panic!("rustbalance run exited with {code}\n{}", self.log_tail());
-        }
-    }
-
-    fn stop(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("node was spawned");
-        // SAFETY: kill(2) on the PID of our own, not yet reaped, child.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
-        }
-        let t0 = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for rustbalance") {
-                return status;
-            }
-            if t0.elapsed() > OP_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "rustbalance still running 60 s after SIGTERM\n{}",
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// `rustbalance status --json` shows a period whose descriptor at least one HSDir accepted.
-fn status_published(config: &Path) -> bool {
-    let Ok(out) = Command::new(BIN)
-        .args(["status", "--json", "-c"])
-        .arg(config)
-        .stderr(Stdio::null())
-        .output()
-    else {
-        return false;
-    };
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
-        return false;
-    };
-    v["periods"].as_array().into_iter().flatten().any(|p| {
-        p["hsdirs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|h| h["ok"] == true)
-    })
-}
 
 /// One timed GET.
 struct Fetch {
@@ -256,14 +96,6 @@ fn timed_get(
     })
 }
 
-fn newnym(net: &Description) {
-    if let Ok(mut c) =
-        ControlConn::connect(net.client.control, &net.client.control_cookie, OP_TIMEOUT)
-    {
-        let _ = c.command("SIGNAL NEWNYM");
-    }
-}
-
 /// What one reachability wait measured.
 struct Reach {
     reachable: Duration,
@@ -277,10 +109,10 @@ fn wait_reachable(net: &Description, node: &mut Node, t0: Instant, label: &str) 
     let published: Arc<Mutex<Option<Duration>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let (published, stop, config) = (published.clone(), stop.clone(), node.config.clone());
+        let (published, stop, addr) = (published.clone(), stop.clone(), node.status_addr.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                if status_published(&config) {
+                if status_at(&addr).is_some_and(|s| support::published(&s)) {
                     *published.lock().unwrap() = Some(t0.elapsed());
                     return;
                 }
@@ -296,9 +128,9 @@ fn wait_reachable(net: &Description, node: &mut Node, t0: Instant, label: &str) 
         match timed_get(net, &node.address, 80, "/", &user, &index) {
             Ok(_) => break t0.elapsed(),
             Err(e) => {
-                node.check_alive();
+                node.assert_running();
                 if e.starts_with("body differs") || e.starts_with("unexpected status") {
-                    panic!("the master answered wrongly: {e}\n{}", node.log_tail());
+                    panic!("the master answered wrongly: {e}\n{}", node.log());
                 }
                 if t0.elapsed() > REACH_DEADLINE {
                     stop.store(true, Ordering::Relaxed);
@@ -307,7 +139,7 @@ fn wait_reachable(net: &Description, node: &mut Node, t0: Instant, label: &str) 
                          attempts; last: {e})\n{}",
                         node.address,
                         REACH_DEADLINE.as_secs(),
-                        node.log_tail()
+                        node.log()
                     );
                 }
                 newnym(net);
@@ -330,30 +162,10 @@ fn wait_reachable(net: &Description, node: &mut Node, t0: Instant, label: &str) 
     }
 }
 
-fn summary(values: &[f64], unit: &str, prec: usize) -> String {
-    format!(
-        "min {:.prec$} {unit}  median {:.prec$} {unit}  max {:.prec$} {unit}",
-        values.iter().copied().fold(f64::INFINITY, f64::min),
-        median(values),
-        values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-    )
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn main() {
     // Arguments cargo passes (`--bench`) are ignored.
-    let runs = env_count("RB_BENCH_RUNS", 5);
-    let fetches = env_count("RB_BENCH_FETCHES", 5);
+    let runs = env_usize("RB_BENCH_RUNS", 5);
+    let fetches = env_usize("RB_BENCH_FETCHES", 5);
     locate_testnet_bin();
     let net = testnet::fixture::shared().unwrap_or_else(|e| panic!("private Tor network: {e}"));
     let direct = net
@@ -398,10 +210,10 @@ fn main() {
     for run in 1..=runs {
         let mut node = Node::init(&format!("start{run}"), &net.target.http.to_string(), net);
         let t0 = Instant::now();
-        node.spawn();
+        node.start();
         let r = wait_reachable(net, &mut node, t0, &format!("start{run}"));
         let exit = node.stop();
-        assert!(exit.success(), "SIGTERM exit {exit:?}\n{}", node.log_tail());
+        assert!(exit.success(), "SIGTERM exit {exit:?}\n{}", node.log());
         println!(
             "  run {run}: reachable {:6.2} s  status showed published {}  ({} attempts, exit {})",
             r.reachable.as_secs_f64(),
@@ -434,7 +246,7 @@ fn main() {
     );
     let mut node = Node::init("fetch", &net.target.http.to_string(), net);
     let t0 = Instant::now();
-    node.spawn();
+    node.start();
     let r = wait_reachable(net, &mut node, t0, "fetch");
     println!(
         "  node up: master {} reachable {:.2} s after spawn",
@@ -458,9 +270,8 @@ fn main() {
     let mut ttfb: [Vec<f64>; 2] = Default::default();
     let mut mbps: [Vec<f64>; 2] = Default::default();
     let mut bulk_ttfb: [Vec<f64>; 2] = Default::default();
-    let fail = |node: &Node, what: &str, e: String| -> ! {
-        panic!("{what} failed: {e}\n{}", node.log_tail())
-    };
+    let fail =
+        |node: &Node, what: &str, e: String| -> ! { panic!("{what} failed: {e}\n{}", node.log()) };
     for i in 1..=fetches {
         for (k, (name, host, port)) in targets.iter().enumerate() {
             let user = format!("rb-bench-{pid}-ttfb-{name}-{i}");
@@ -489,9 +300,9 @@ fn main() {
             bulk_ttfb[k].push(f.ttfb.as_secs_f64() * 1e3);
         }
     }
-    node.check_alive();
+    node.assert_running();
     let exit = node.stop();
-    assert!(exit.success(), "SIGTERM exit {exit:?}\n{}", node.log_tail());
+    assert!(exit.success(), "SIGTERM exit {exit:?}\n{}", node.log());
     let _ = std::fs::remove_dir_all(&node.dir);
 
     println!("  TTFB (SOCKS connect start → first response byte, GET /):");

@@ -651,10 +651,15 @@ pub fn trio(prefix: &str, net: &Description, token: &Path) -> [ClusterNode; 3] {
     [a, b, c]
 }
 
-/// A numeric environment setting, or `default`.
+/// A positive count from the environment, or `default` when unset; any other value stops the
+/// run naming the variable (a typo must not silently become the default).
 pub fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| panic!("{name}={v:?}: expected a positive integer")),
+        Err(_) => default,
+    }
 }
