@@ -317,7 +317,9 @@ pub async fn publish_loop(
             None
         };
         if let Some(reason) = due {
-            let chosen = choose(&sets);
+            let input = eligible(&sets);
+            let widest = inputs.rings.iter().map(|(_, r)| r.len()).max().unwrap_or(1);
+            let chosen = in_use(&input, widest);
             snapshot.merged = contributions(&sets, &chosen);
             tracing::info!(
                 ?reason,
@@ -325,8 +327,7 @@ pub async fn publish_loop(
                 nodes = snapshot.merged.iter().filter(|c| c.listed > 0).count(),
                 "publishing"
             );
-            let descs: Vec<IntroPointDesc> = chosen.into_iter().map(|(_, d)| d).collect();
-            let round = publish_round(&client, &netdir, &master, &key_source, &descs, &config);
+            let round = publish_round(&client, &netdir, &master, &key_source, &input, &config);
             let results = tokio::select! {
                 r = round => r,
                 _ = shutdown.wait_for(|s| *s) => break,
@@ -357,18 +358,45 @@ struct NodeIntroPoints {
     descs: Vec<IntroPointDesc>,
 }
 
-/// The intro points of the merged descriptor(s), interleaved round-robin over the nodes
-/// (`descriptor::fair_share` without a cap): healthy nodes only; if no node is healthy, every
-/// node's intro points (a descriptor that lists intro points that exist beats none). Over 20,
-/// `publish_round` cuts distinct windows of 20 from this order, one per HSDir.
-fn choose(sets: &[NodeIntroPoints]) -> Vec<(String, IntroPointDesc)> {
+/// The nodes whose intro points go into the merged descriptor(s): healthy nodes only; if no
+/// node is healthy, every node (a descriptor that lists intro points that exist beats none).
+/// `descriptor::merged_windows` then picks each descriptor's at most 20, one per relay.
+fn eligible(sets: &[NodeIntroPoints]) -> Vec<(String, Vec<IntroPointDesc>)> {
     let any_healthy = sets.iter().any(|s| s.healthy && !s.descs.is_empty());
-    let input: Vec<(String, Vec<IntroPointDesc>)> = sets
-        .iter()
+    sets.iter()
         .filter(|s| s.healthy || !any_healthy)
         .map(|s| (s.node_id.clone(), s.descs.clone()))
-        .collect();
-    descriptor::fair_share(&input, usize::MAX, 0)
+        .collect()
+}
+
+/// The descriptors of a period with an HSDir ring of `ring`.
+fn windows(input: &[(String, Vec<IntroPointDesc>)], ring: usize) -> Vec<Vec<IntroPointDesc>> {
+    descriptor::merged_windows(
+        input,
+        descriptor::intro_relay,
+        descriptor::MAX_INTRO_POINTS,
+        ring,
+    )
+    .into_iter()
+    .map(|w| w.into_iter().map(|(_, d)| d).collect())
+    .collect()
+}
+
+/// The intro points in use across `windows`, by node.
+fn in_use(input: &[(String, Vec<IntroPointDesc>)], ring: usize) -> Vec<(String, IntroPointDesc)> {
+    let mut out: Vec<(String, IntroPointDesc)> = Vec::new();
+    let picked = descriptor::merged_windows(
+        input,
+        descriptor::intro_relay,
+        descriptor::MAX_INTRO_POINTS,
+        ring,
+    );
+    for (node, d) in picked.into_iter().flatten() {
+        if !out.iter().any(|(_, x)| x.ipt_sid_key() == d.ipt_sid_key()) {
+            out.push((node, d));
+        }
+    }
+    out
 }
 
 /// Per node: how many intro points it has and how many the descriptor lists.
@@ -415,14 +443,14 @@ async fn publish_round(
     netdir: &NetDir,
     master: &OnionAddress,
     source: &KeySource,
-    descs: &[IntroPointDesc],
+    input: &[(String, Vec<IntroPointDesc>)],
     config: &Config,
 ) -> Vec<PeriodStatus> {
     let Ok(pool) = client.hs_circ_pool() else {
         tracing::warn!("Arti is not ready to publish");
         return Vec::new();
     };
-    if descs.is_empty() {
+    if input.iter().all(|(_, d)| d.is_empty()) {
         return Vec::new();
     }
     let mut out = Vec::new();
@@ -440,7 +468,7 @@ async fn publish_round(
         // Up to 20 intro points: one descriptor for every HSDir. More: distinct windows of 20,
         // one per HSDir of the ring, so up to HSDirs x 20 intro points are in use.
         let ring = publisher::upload_ring_len(netdir, blind_id, tp).unwrap_or(1);
-        let windows = descriptor::windows(descs, descriptor::MAX_INTRO_POINTS, ring);
+        let windows = windows(input, ring);
         let mut texts: Vec<Arc<str>> = Vec::new();
         let mut built_all = Vec::new();
         for w in &windows {
@@ -489,11 +517,7 @@ async fn publish_round(
                 intro_points: built_all[r.text_index].intro_points,
             })
             .collect();
-        let in_use = if windows.len() == 1 {
-            built_all[0].intro_points
-        } else {
-            descs.len().min(ring * descriptor::MAX_INTRO_POINTS)
-        };
+        let in_use = in_use(input, ring).len();
         let status = PeriodStatus {
             period: slug.clone(),
             published_at: status::unix_now(),

@@ -18,6 +18,8 @@ pub async fn serve(
     ports: Vec<u16>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let counted = proxy.clone();
+    let requests = requests.inspect(move |_| counted.count_rendezvous());
     let mut streams = tor_hsservice::handle_rend_requests(requests);
     loop {
         let req = tokio::select! {

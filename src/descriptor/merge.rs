@@ -87,6 +87,175 @@ pub fn fair_share<T: Clone>(
     }
 }
 
+/// The relay an intro point sits on, as C tor clients identify it: the RSA identity from its
+/// link specifiers (`None` if it has none, which the netdir never produces).
+pub fn intro_relay(d: &IntroPointDesc) -> Option<tor_llcrypto::pk::rsa::RsaIdentity> {
+    d.link_specifiers().iter().find_map(|ls| match ls.parse() {
+        Ok(tor_linkspec::LinkSpec::RsaId(id)) => Some(id),
+        _ => None,
+    })
+}
+
+/// One descriptor's intro points from per-node lists: at most `cap`, no two with the same
+/// `key` (relay), as many nodes as the keys allow, then a fair round-robin share each.
+///
+/// Why no relay twice: a C tor client matches the intro circuit it built back to the
+/// descriptor entry by the relay's RSA identity (`find_desc_intro_point_by_legacy_id` in
+/// `hs_client.c`), so of two entries on one relay it only ever uses the FIRST. A node whose
+/// intro points all sit on relays listed earlier for other nodes would get no clients at all.
+///
+/// First every node gets one item, by a maximum matching of nodes to keys (so a node is only
+/// left out when the keys cannot cover every node); then round-robin, each node adds its next
+/// item with a fresh key, each node's items taken in the order given. `rotate` rotates the
+/// node order (who comes first when the cap or the keys run out).
+pub fn pick_window<T: Clone, K: PartialEq>(
+    sets: &[(String, Vec<T>)],
+    key: impl Fn(&T) -> K,
+    cap: usize,
+    rotate: usize,
+) -> Vec<(String, T)> {
+    let n = sets.len();
+    if n == 0 || cap == 0 {
+        return Vec::new();
+    }
+    // Distinct keys, and each item's key index.
+    let mut all_keys: Vec<K> = Vec::new();
+    let key_of: Vec<Vec<usize>> = sets
+        .iter()
+        .map(|(_, items)| {
+            items
+                .iter()
+                .map(|item| {
+                    let k = key(item);
+                    match all_keys.iter().position(|x| *x == k) {
+                        Some(i) => i,
+                        None => {
+                            all_keys.push(k);
+                            all_keys.len() - 1
+                        }
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    // Node order and each node's candidate items, rotated.
+    let order: Vec<usize> = (0..n).map(|k| (k + rotate) % n).collect();
+    let cands: Vec<Vec<usize>> = sets
+        .iter()
+        .map(|(_, items)| (0..items.len()).collect())
+        .collect();
+
+    // Maximum matching node -> key (Kuhn's augmenting paths; the sets are small).
+    fn augment(
+        u: usize,
+        cands: &[Vec<usize>],
+        key_of: &[Vec<usize>],
+        owner: &mut [Option<(usize, usize)>],
+        seen: &mut [bool],
+    ) -> bool {
+        for &j in &cands[u] {
+            let k = key_of[u][j];
+            if seen[k] {
+                continue;
+            }
+            seen[k] = true;
+            let free = match owner[k] {
+                None => true,
+                Some((v, _)) => augment(v, cands, key_of, owner, seen),
+            };
+            if free {
+                owner[k] = Some((u, j));
+                return true;
+            }
+        }
+        false
+    }
+    let mut owner: Vec<Option<(usize, usize)>> = vec![None; all_keys.len()];
+    for &u in &order {
+        let mut seen = vec![false; all_keys.len()];
+        augment(u, &cands, &key_of, &mut owner, &mut seen);
+    }
+    let mut used = vec![false; all_keys.len()];
+    let mut taken: Vec<Vec<bool>> = sets.iter().map(|(_, v)| vec![false; v.len()]).collect();
+    let mut out = Vec::new();
+    for &u in &order {
+        if let Some(k) = owner.iter().position(|o| o.is_some_and(|(v, _)| v == u)) {
+            let (_, j) = owner[k].expect("position found it");
+            used[k] = true;
+            taken[u][j] = true;
+            if out.len() < cap {
+                out.push((sets[u].0.clone(), sets[u].1[j].clone()));
+            }
+        }
+    }
+    // Round-robin fill.
+    loop {
+        let mut any = false;
+        for &u in &order {
+            if out.len() == cap {
+                return out;
+            }
+            let next = cands[u]
+                .iter()
+                .copied()
+                .find(|&j| !taken[u][j] && !used[key_of[u][j]]);
+            if let Some(j) = next {
+                taken[u][j] = true;
+                used[key_of[u][j]] = true;
+                out.push((sets[u].0.clone(), sets[u].1[j].clone()));
+                any = true;
+            }
+        }
+        if !any {
+            return out;
+        }
+    }
+}
+
+/// The descriptors of one period: one [`pick_window`] of at most `size` when the nodes have
+/// no more than `size` items in all; otherwise `count` windows (one per HSDir of the ring),
+/// the i-th rotated by i, so different HSDirs get different subsets.
+pub fn merged_windows<T: Clone, K: PartialEq>(
+    sets: &[(String, Vec<T>)],
+    key: impl Fn(&T) -> K + Copy,
+    size: usize,
+    count: usize,
+) -> Vec<Vec<(String, T)>> {
+    let total: usize = sets.iter().map(|(_, v)| v.len()).sum();
+    let count = if total <= size { 1 } else { count.max(1) };
+    // Each window prefers the items earlier windows used least (then the rotated order), so
+    // together they put as many intro points in use as the relays allow.
+    let mut uses: Vec<Vec<usize>> = sets.iter().map(|(_, v)| vec![0; v.len()]).collect();
+    let mut out = Vec::new();
+    for i in 0..count {
+        let ordered: Vec<(String, Vec<(usize, T)>)> = sets
+            .iter()
+            .zip(&uses)
+            .map(|((node, items), u)| {
+                let len = items.len();
+                let mut idx: Vec<usize> = (0..len).map(|j| (j + i) % len).collect();
+                idx.sort_by_key(|&j| u[j]);
+                (
+                    node.clone(),
+                    idx.into_iter().map(|j| (j, items[j].clone())).collect(),
+                )
+            })
+            .collect();
+        let picked = pick_window(&ordered, |(_, t)| key(t), size, i);
+        let mut window = Vec::new();
+        for (node, (j, item)) in picked {
+            let n = sets
+                .iter()
+                .position(|(x, _)| *x == node)
+                .expect("picked from sets");
+            uses[n][j] += 1;
+            window.push((node, item));
+        }
+        out.push(window);
+    }
+    out
+}
+
 /// Distinct descriptors: `count` windows of `size` consecutive items of `items` (wrapping), the
 /// i-th starting at `i * size`. With `items` in round-robin order over the nodes
 /// ([`fair_share`] without a cap), every window holds every node's share, and together the
@@ -123,6 +292,69 @@ mod tests {
             *counts.entry(n.clone()).or_insert(0) += 1;
         }
         counts.into_values().collect()
+    }
+
+    fn relays_of<T>(w: &[(String, T)], key: impl Fn(&T) -> u32) -> Vec<u32> {
+        let mut r: Vec<u32> = w.iter().map(|(_, t)| key(t)).collect();
+        let n = r.len();
+        r.sort();
+        r.dedup();
+        assert_eq!(r.len(), n, "no relay twice");
+        r
+    }
+
+    #[test]
+    fn shared_relays_never_hide_a_node() {
+        // Items are relays. Every relay c uses is also used by a or b, listed first by plain
+        // round-robin; a C tor client (matching by relay) would never reach c.
+        let sets = vec![
+            ("a".to_string(), vec![1, 2, 3]),
+            ("b".to_string(), vec![2, 4, 3]),
+            ("c".to_string(), vec![1, 2, 4]),
+        ];
+        let w = pick_window(&sets, |r: &u32| *r, 20, 0);
+        assert_eq!(relays_of(&w, |r| *r), vec![1, 2, 3, 4], "every relay, once");
+        for node in ["a", "b", "c"] {
+            assert!(w.iter().any(|(n, _)| n == node), "{node} listed: {w:?}");
+        }
+    }
+
+    #[test]
+    fn matching_finds_a_relay_for_every_node_when_one_exists() {
+        // Greedy in order would give a relay 1 and leave b (only relay 1) out.
+        let sets = vec![("a".to_string(), vec![1, 2]), ("b".to_string(), vec![1])];
+        let w = pick_window(&sets, |r: &u32| *r, 20, 0);
+        assert_eq!(w.len(), 2);
+        assert!(w.contains(&("b".to_string(), 1)) && w.contains(&("a".to_string(), 2)));
+    }
+
+    #[test]
+    fn windows_per_hsdir_differ_without_repeating_a_relay() {
+        // 8 nodes x 3 intro points over 24 relays, 4 HSDirs: windows of 20, every node in
+        // each, and together more than 20 intro points in use.
+        let sets: Vec<(String, Vec<u32>)> = (0..8u32)
+            .map(|n| (format!("n{n}"), (0..3).map(|k| n * 3 + k).collect()))
+            .collect();
+        let ws = merged_windows(&sets, |r: &u32| *r, 20, 4);
+        assert_eq!(ws.len(), 4);
+        let mut in_use = std::collections::BTreeSet::new();
+        for w in &ws {
+            assert_eq!(w.len(), 20);
+            in_use.extend(relays_of(w, |r| *r));
+            let nodes: std::collections::BTreeSet<&String> = w.iter().map(|(n, _)| n).collect();
+            assert_eq!(nodes.len(), 8, "every node in every window");
+        }
+        assert_ne!(ws[0], ws[1]);
+        assert_eq!(in_use.len(), 24, "every intro point in some window");
+        // Only 10 relays for the same 24 intro points: windows shrink to 10, still no repeat.
+        let sets: Vec<(String, Vec<u32>)> = (0..8u32)
+            .map(|n| (format!("n{n}"), (0..3).map(|k| (n * 3 + k) % 10).collect()))
+            .collect();
+        for w in merged_windows(&sets, |r: &u32| *r, 20, 4) {
+            assert_eq!(relays_of(&w, |r| *r).len(), 10);
+        }
+        // At most 20 in all: one window.
+        assert_eq!(merged_windows(&sets[..2], |r: &u32| *r, 20, 4).len(), 1);
     }
 
     #[test]

@@ -21,7 +21,9 @@ use tor_netdoc::NetdocBuilder;
 use tor_units::IntegerMinutes;
 
 mod merge;
-pub use merge::{fair_share, ipt_from_wire, ipt_to_wire, windows};
+pub use merge::{
+    fair_share, intro_relay, ipt_from_wire, ipt_to_wire, merged_windows, pick_window, windows,
+};
 
 /// Clients use at most this many intro points of a descriptor.
 pub const MAX_INTRO_POINTS: usize = 20;

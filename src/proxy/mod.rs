@@ -73,6 +73,10 @@ impl fmt::Display for StreamId {
 /// A counter snapshot for the status endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProxyStats {
+    /// Rendezvous requests that reached this node (introductions through its intro points),
+    /// whether or not a stream followed.
+    #[serde(default)]
+    pub rendezvous: u64,
     /// Streams admitted and not yet finished.
     pub active: u64,
     /// Streams admitted since start.
@@ -90,6 +94,7 @@ pub struct ProxyStats {
 /// Live counters behind [`ProxyStats`].
 #[derive(Debug, Default)]
 struct Counters {
+    rendezvous: AtomicU64,
     active: AtomicU64,
     total: AtomicU64,
     refused: AtomicU64,
@@ -201,6 +206,14 @@ impl<C: Connector> Proxy<C> {
         *rx.borrow() || rx.has_changed().is_err()
     }
 
+    /// Counts a rendezvous request (an introduction that reached this node).
+    pub fn count_rendezvous(&self) {
+        self.shared
+            .counters
+            .rendezvous
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Admits one more stream if under `max_connections` and not shutting down. `None` means
     /// the caller must refuse the stream (e.g. reject the onion stream request with an END).
     pub fn try_admit(&self) -> Option<Permit> {
@@ -232,6 +245,7 @@ impl<C: Connector> Proxy<C> {
     pub fn stats(&self) -> ProxyStats {
         let c = &self.shared.counters;
         ProxyStats {
+            rendezvous: c.rendezvous.load(Ordering::Relaxed),
             active: c.active.load(Ordering::Relaxed),
             total: c.total.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),

@@ -206,8 +206,9 @@ impl Snapshot {
         let p = &self.proxy;
         let _ = writeln!(
             s,
-            "proxy: {} active, {} total, {} refused, {} failed connects, {} B up, {} B down",
-            p.active, p.total, p.refused, p.failed_connects, p.bytes_up, p.bytes_down
+            "proxy: {} rendezvous, {} active, {} total, {} refused, {} failed connects, {} B up, \
+             {} B down",
+            p.rendezvous, p.active, p.total, p.refused, p.failed_connects, p.bytes_up, p.bytes_down
         );
         if let Some(c) = &self.cluster {
             let _ = writeln!(

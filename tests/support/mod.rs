@@ -145,7 +145,11 @@ impl Node {
             .unwrap();
         let child = Command::new(BIN)
             .args(["run", "-c", self.config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
+            // RB_TEST_LOG (a RUST_LOG filter) turns up a node's logging when debugging a test.
+            .env(
+                "RUST_LOG",
+                std::env::var("RB_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -450,6 +454,16 @@ pub fn own_auth_keys(n: &ClusterNode) -> BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Whether a descriptor's intro points (`served`) come from these nodes only and include at
+/// least one of each. Not all of each: the publisher lists one intro point per relay (a C tor
+/// client only ever uses the first entry on a relay), and the private network has 8 relays.
+pub fn serves_every_node(served: &BTreeSet<String>, nodes: &[BTreeSet<String>]) -> bool {
+    let all: BTreeSet<&String> = nodes.iter().flatten().collect();
+    !served.is_empty()
+        && served.iter().all(|k| all.contains(k))
+        && nodes.iter().all(|n| !n.is_disjoint(served))
 }
 
 /// Reads what the HSDirs serve, with an embedded Arti client of its own (so polling never
