@@ -429,9 +429,10 @@ impl Membership {
             // Another node id on the same key: nothing it said holds for the new one.
             peer.state = None;
         }
-        // A new boot keeps the old state until the new life's first state replaces it (that
-        // is sent the moment it sees us): dropping it would hide a live holder's lease for a
-        // moment and invite a needless claim. A stale lease expires on its own.
+        // A restarted process's old state stays stored (the new life's first state replaces
+        // it, sent the moment it sees us) but is not shown: views and the election ignore
+        // state and intro points of an earlier process (see `same_life`), so neither the old
+        // life's lease nor its dead intro points count for the new one.
         peer.id = id;
     }
 
@@ -809,13 +810,17 @@ impl Membership {
                         foca::State::Suspect => Liveness::Suspect,
                         foca::State::Down => Liveness::Down,
                     },
-                    state: p.and_then(|p| p.state.as_ref()).map(|(_, _, s)| s.clone()),
+                    state: p
+                        .and_then(|p| p.state.as_ref())
+                        .filter(|(b, _, _)| same_life(*b, id.boot))
+                        .map(|(_, _, s)| s.clone()),
                     last_seen: p.and_then(|p| p.last_seen),
                     rtt: p.and_then(|p| p.rtt),
                     clock_offset_ms: p.and_then(|p| p.clock_offset_ms),
                     rejected_skew: p.map(|p| p.rejected_skew).unwrap_or(0),
                     ipts: p
                         .and_then(|p| p.ipts.as_ref())
+                        .filter(|(b, _, _)| same_life(*b, id.boot))
                         .map(|(_, g, i)| (*g, i.clone())),
                 }
             })
@@ -840,7 +845,12 @@ impl Membership {
                 .iter_members()
                 .filter_map(|m| {
                     let p = self.peers.get(&m.id().key)?;
-                    let (_, _, s) = p.state.as_ref()?;
+                    // Only what this life said: a restarted node's old lease is not held by
+                    // anyone, and honouring it made the current holder step down.
+                    let (_, _, s) = p
+                        .state
+                        .as_ref()
+                        .filter(|(b, _, _)| same_life(*b, m.id().boot))?;
                     Some(PeerState {
                         id: m.id().node_id.clone(),
                         priority: s.priority,
@@ -853,9 +863,40 @@ impl Membership {
     }
 }
 
+/// Whether state sent with `state_boot` belongs to the process now known as `id_boot`. A
+/// process's boot is its start time in ms; foca renewing its identity (after being declared
+/// down) adds 1 each time, so the same process stays within a few units, while a restart
+/// starts at least a second later. A newer state boot than the id's is fine too: foca's view
+/// of a renewed identity can lag the node's own messages.
+fn same_life(state_boot: u64, id_boot: u64) -> bool {
+    const RENEWALS: u64 = 1000;
+    state_boot.saturating_add(RENEWALS) > id_boot
+}
+
 enum Refused {
     Malformed(WireError),
     Spoofed(&'static str),
     Skew,
     Swim(String),
+}
+
+#[cfg(test)]
+mod life_tests {
+    use super::same_life;
+
+    #[test]
+    fn renewals_are_the_same_life_and_a_restart_is_not() {
+        let start = 1_795_526_770_047;
+        assert!(same_life(start, start));
+        assert!(
+            same_life(start, start + 3),
+            "foca renewed the identity three times"
+        );
+        assert!(
+            same_life(start + 3, start),
+            "foca's view lags the node's messages"
+        );
+        // Restarted 2 s later: the old life's lease and intro points no longer count.
+        assert!(!same_life(start, start + 2_000));
+    }
 }
