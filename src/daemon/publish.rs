@@ -319,7 +319,7 @@ pub async fn publish_loop(
         if let Some(reason) = due {
             let input = eligible(&sets);
             let widest = inputs.rings.iter().map(|(_, r)| r.len()).max().unwrap_or(1);
-            let chosen = in_use(&input, widest);
+            let chosen = in_use(&windows(&input, widest));
             snapshot.merged = contributions(&sets, &chosen);
             tracing::info!(
                 ?reason,
@@ -369,31 +369,26 @@ fn eligible(sets: &[NodeIntroPoints]) -> Vec<(String, Vec<IntroPointDesc>)> {
         .collect()
 }
 
-/// The descriptors of a period with an HSDir ring of `ring`.
-fn windows(input: &[(String, Vec<IntroPointDesc>)], ring: usize) -> Vec<Vec<IntroPointDesc>> {
+/// The descriptors of a period with an HSDir ring of `ring`: each window's intro points, by
+/// node.
+fn windows(
+    input: &[(String, Vec<IntroPointDesc>)],
+    ring: usize,
+) -> Vec<Vec<(String, IntroPointDesc)>> {
     descriptor::merged_windows(
         input,
         descriptor::intro_relay,
         descriptor::MAX_INTRO_POINTS,
         ring,
     )
-    .into_iter()
-    .map(|w| w.into_iter().map(|(_, d)| d).collect())
-    .collect()
 }
 
-/// The intro points in use across `windows`, by node.
-fn in_use(input: &[(String, Vec<IntroPointDesc>)], ring: usize) -> Vec<(String, IntroPointDesc)> {
+/// The distinct intro points in use across `windows`, by node.
+fn in_use(windows: &[Vec<(String, IntroPointDesc)>]) -> Vec<(String, IntroPointDesc)> {
     let mut out: Vec<(String, IntroPointDesc)> = Vec::new();
-    let picked = descriptor::merged_windows(
-        input,
-        descriptor::intro_relay,
-        descriptor::MAX_INTRO_POINTS,
-        ring,
-    );
-    for (node, d) in picked.into_iter().flatten() {
+    for (node, d) in windows.iter().flatten() {
         if !out.iter().any(|(_, x)| x.ipt_sid_key() == d.ipt_sid_key()) {
-            out.push((node, d));
+            out.push((node.clone(), d.clone()));
         }
     }
     out
@@ -468,7 +463,11 @@ async fn publish_round(
         // Up to 20 intro points: one descriptor for every HSDir. More: distinct windows of 20,
         // one per HSDir of the ring, so up to HSDirs x 20 intro points are in use.
         let ring = publisher::upload_ring_len(netdir, blind_id, tp).unwrap_or(1);
-        let windows = windows(input, ring);
+        let picked = windows(input, ring);
+        let windows: Vec<Vec<IntroPointDesc>> = picked
+            .iter()
+            .map(|w| w.iter().map(|(_, d)| d.clone()).collect())
+            .collect();
         let mut texts: Vec<Arc<str>> = Vec::new();
         let mut built_all = Vec::new();
         for w in &windows {
@@ -517,7 +516,7 @@ async fn publish_round(
                 intro_points: built_all[r.text_index].intro_points,
             })
             .collect();
-        let in_use = in_use(input, ring).len();
+        let in_use = in_use(&picked).len();
         let status = PeriodStatus {
             period: slug.clone(),
             published_at: status::unix_now(),

@@ -1,5 +1,5 @@
 //! The merged descriptor's inputs: intro points carried between nodes ([`IptWire`]) and the
-//! fair choice of at most 20 of them when the cluster has more.
+//! choice of each descriptor's at most 20: one per relay, every node first, then a fair share.
 
 use tor_bytes::{Reader, Writer};
 use tor_hscrypto::pk::{HsIntroPtSessionIdKey, HsSvcNtorKey};
@@ -51,40 +51,6 @@ pub fn ipt_from_wire(w: &IptWire) -> Result<IntroPointDesc, DescriptorError> {
         .kp_hss_ntor(HsSvcNtorKey::from(curve25519::PublicKey::from(w.enc_key)))
         .build()
         .map_err(|e| bad(&e.to_string()))
-}
-
-/// Picks at most `cap` items from per-node lists, round-robin over the nodes in the order
-/// given: every node gets `cap / nodes` (±1) if it has that many, and what one node lacks the
-/// others fill. `rotate` starts the round-robin at a different node, so successive picks (or
-/// different HSDirs) can favour different nodes for the remainder. Returns (node, item) pairs.
-pub fn fair_share<T: Clone>(
-    sets: &[(String, Vec<T>)],
-    cap: usize,
-    rotate: usize,
-) -> Vec<(String, T)> {
-    let n = sets.len();
-    let mut out = Vec::new();
-    if n == 0 {
-        return out;
-    }
-    let mut depth = 0;
-    loop {
-        let mut any = false;
-        for k in 0..n {
-            let (node, items) = &sets[(k + rotate) % n];
-            if let Some(item) = items.get(depth) {
-                any = true;
-                if out.len() == cap {
-                    return out;
-                }
-                out.push((node.clone(), item.clone()));
-            }
-        }
-        if !any {
-            return out;
-        }
-        depth += 1;
-    }
 }
 
 /// The relay an intro point sits on, as C tor clients identify it: the RSA identity from its
@@ -256,35 +222,9 @@ pub fn merged_windows<T: Clone, K: PartialEq>(
     out
 }
 
-/// Distinct descriptors: `count` windows of `size` consecutive items of `items` (wrapping), the
-/// i-th starting at `i * size`. With `items` in round-robin order over the nodes
-/// ([`fair_share`] without a cap), every window holds every node's share, and together the
-/// windows use up to `count * size` distinct items. At most `size` items: one window, all of
-/// them.
-pub fn windows<T: Clone>(items: &[T], size: usize, count: usize) -> Vec<Vec<T>> {
-    if items.len() <= size || count <= 1 || size == 0 {
-        return vec![items.iter().take(size.max(1)).cloned().collect()];
-    }
-    (0..count)
-        .map(|i| {
-            (0..size)
-                .map(|k| items[(i * size + k) % items.len()].clone())
-                .collect()
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sets(sizes: &[usize]) -> Vec<(String, Vec<usize>)> {
-        sizes
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| (format!("n{i}"), (0..n).collect()))
-            .collect()
-    }
 
     fn per_node(picked: &[(String, usize)]) -> Vec<usize> {
         let mut counts = std::collections::BTreeMap::new();
@@ -357,31 +297,42 @@ mod tests {
         assert_eq!(merged_windows(&sets[..2], |r: &u32| *r, 20, 4).len(), 1);
     }
 
+    /// Per-node lists whose items are all distinct (every intro point on its own relay).
+    fn uniq(sizes: &[usize]) -> Vec<(String, Vec<usize>)> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (format!("n{i}"), (0..n).map(|k| i * 1000 + k).collect()))
+            .collect()
+    }
+
+    fn id(x: &usize) -> usize {
+        *x
+    }
+
     #[test]
     fn under_the_cap_everything_is_listed() {
-        let p = fair_share(&sets(&[3, 3, 3]), 20, 0);
+        let p = pick_window(&uniq(&[3, 3, 3]), id, 20, 0);
         assert_eq!(p.len(), 9);
     }
 
     #[test]
     fn over_the_cap_every_node_gets_its_share() {
-        let p = fair_share(&sets(&[3; 8]), 20, 0);
+        let p = pick_window(&uniq(&[3; 8]), id, 20, 0);
         assert_eq!(p.len(), 20);
         assert_eq!(per_node(&p), vec![3, 3, 3, 3, 2, 2, 2, 2]);
         // One node with many intro points does not crowd out the others.
-        let p = fair_share(&sets(&[20, 1, 1]), 20, 0);
+        let p = pick_window(&uniq(&[20, 1, 1]), id, 20, 0);
         assert_eq!(per_node(&p), vec![18, 1, 1]);
         // Rotation changes who gets the remainder.
-        let p = fair_share(&sets(&[3; 8]), 20, 4);
+        let p = pick_window(&uniq(&[3; 8]), id, 20, 4);
         assert_eq!(per_node(&p), vec![2, 2, 2, 2, 3, 3, 3, 3]);
     }
 
     #[test]
     fn distinct_windows_use_more_than_twenty_and_keep_every_node() {
         // 8 nodes x 3 intro points = 24 > 20, and 8 HSDirs.
-        let all = fair_share(&sets(&[3; 8]), usize::MAX, 0);
-        assert_eq!(all.len(), 24);
-        let w = windows(&all, 20, 8);
+        let w = merged_windows(&uniq(&[3; 8]), id, 20, 8);
         assert_eq!(w.len(), 8);
         let used: std::collections::BTreeSet<(String, usize)> =
             w.iter().flatten().cloned().collect();
@@ -392,19 +343,23 @@ mod tests {
             assert_eq!(nodes.len(), 8, "every node in every descriptor");
         }
         // Up to HSDirs x 20 distinct intro points.
-        let big = fair_share(&sets(&[20; 8]), usize::MAX, 0);
         let used: std::collections::BTreeSet<(String, usize)> =
-            windows(&big, 20, 8).into_iter().flatten().collect();
+            merged_windows(&uniq(&[20; 8]), id, 20, 8)
+                .into_iter()
+                .flatten()
+                .collect();
         assert_eq!(used.len(), 160);
         // Twenty or fewer: one descriptor for all.
-        assert_eq!(windows(&[1, 2, 3], 20, 8), vec![vec![1, 2, 3]]);
+        let one = merged_windows(&uniq(&[3]), id, 20, 8);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].len(), 3);
     }
 
     #[test]
     fn empty_inputs() {
-        assert!(fair_share::<u8>(&[], 20, 0).is_empty());
-        assert!(fair_share(&sets(&[0, 0]), 20, 1).is_empty());
-        assert!(fair_share(&sets(&[5]), 0, 0).is_empty());
+        assert!(pick_window::<u8, u8>(&[], |x| *x, 20, 0).is_empty());
+        assert!(pick_window(&uniq(&[0, 0]), id, 20, 1).is_empty());
+        assert!(pick_window(&uniq(&[5]), id, 0, 0).is_empty());
     }
 
     #[test]

@@ -21,9 +21,7 @@ use tor_netdoc::NetdocBuilder;
 use tor_units::IntegerMinutes;
 
 mod merge;
-pub use merge::{
-    fair_share, intro_relay, ipt_from_wire, ipt_to_wire, merged_windows, pick_window, windows,
-};
+pub use merge::{intro_relay, ipt_from_wire, ipt_to_wire, merged_windows, pick_window};
 
 /// Clients use at most this many intro points of a descriptor.
 pub const MAX_INTRO_POINTS: usize = 20;
