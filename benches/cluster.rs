@@ -16,18 +16,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use rustbalance::election::ElectionConfig;
-use rustbalance::membership::sim::{NetConfig, Sim};
-use rustbalance::membership::{Liveness, MembershipConfig};
+use rustbalance::membership::sim::Sim;
+use rustbalance::membership::Liveness;
 use support::*;
 
 fn sim(seed: u64) -> Sim {
-    Sim::new(
-        seed,
-        NetConfig::default(),
-        MembershipConfig::default(),
-        ElectionConfig::default(),
-    )
+    Sim::with_defaults(seed)
 }
 
 fn convergence(n: usize, elect: bool) {

@@ -100,6 +100,16 @@ pub struct Sim {
 }
 
 impl Sim {
+    /// An empty mesh with default links ([`NetConfig::default`]) and default timers.
+    pub fn with_defaults(seed: u64) -> Sim {
+        Sim::new(
+            seed,
+            NetConfig::default(),
+            MembershipConfig::default(),
+            ElectionConfig::default(),
+        )
+    }
+
     /// An empty mesh.
     pub fn new(
         seed: u64,

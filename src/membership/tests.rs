@@ -10,12 +10,7 @@ use crate::election::{ElectionConfig, Role};
 const S: fn(u64) -> Duration = Duration::from_secs;
 
 fn sim(seed: u64) -> Sim {
-    Sim::new(
-        seed,
-        NetConfig::default(),
-        MembershipConfig::default(),
-        ElectionConfig::default(),
-    )
+    Sim::with_defaults(seed)
 }
 
 /// Three nodes: a (priority 1), b (2), c (3), started as a chain: b knows a, c knows only b.
