@@ -35,9 +35,9 @@ enum Command {
         /// generating one.
         #[arg(long)]
         import: Option<PathBuf>,
-        /// This node's id.
-        #[arg(long, default_value = "node-1")]
-        node_id: String,
+        /// This node's id, unique in the cluster (default: `node-` and 8 random hex digits).
+        #[arg(long)]
+        node_id: Option<String>,
         /// An Arti configuration file to use (e.g. a private test network's fragment).
         #[arg(long)]
         arti_config: Option<PathBuf>,
@@ -151,7 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 target,
                 dir: dir.clone(),
                 import,
-                node_id,
+                node_id: node_id.unwrap_or_else(fresh_node_id),
                 arti_config,
                 status_listen,
             })?;
@@ -282,6 +282,12 @@ pub struct InitOptions {
     pub status_listen: String,
 }
 
+/// A node id no other node is likely to have: `node-` and 32 random bits in hex. Two nodes
+/// with one id are refused by the cluster (the later one), so ids must differ.
+pub fn fresh_node_id() -> String {
+    format!("node-{:08x}", rand::random::<u32>())
+}
+
 /// Creates a node directory: identity key (0600), config (validated before it is written).
 /// Returns the master address.
 pub fn init(opts: &InitOptions) -> anyhow::Result<OnionAddress> {
@@ -407,5 +413,15 @@ mod tests {
         assert!(err.contains("target.address"), "{err}");
         assert!(!dir.join(KEY_FILE).exists() && !dir.join(CONFIG_FILE).exists());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn init_without_a_node_id_gives_each_node_its_own() {
+        let ids: std::collections::BTreeSet<String> = (0..64).map(|_| fresh_node_id()).collect();
+        assert_eq!(ids.len(), 64, "64 fresh ids, all different");
+        for id in &ids {
+            assert!(crate::membership::identity::valid_node_id(id), "{id}");
+            assert!(id.starts_with("node-") && id.len() == 13, "{id}");
+        }
     }
 }

@@ -178,6 +178,9 @@ pub fn pick_window<T: Clone, K: PartialEq>(
     }
 }
 
+/// An item with its set and its position in that set.
+type Placed<T> = (usize, usize, T);
+
 /// The descriptors of one period: one [`pick_window`] of at most `size` when the nodes have
 /// no more than `size` items in all; otherwise `count` windows (one per HSDir of the ring),
 /// the i-th rotated by i, so different HSDirs get different subsets.
@@ -194,26 +197,25 @@ pub fn merged_windows<T: Clone, K: PartialEq>(
     let mut uses: Vec<Vec<usize>> = sets.iter().map(|(_, v)| vec![0; v.len()]).collect();
     let mut out = Vec::new();
     for i in 0..count {
-        let ordered: Vec<(String, Vec<(usize, T)>)> = sets
+        // Items carry their set and position, so uses are counted by set, never by node id
+        // (two sets may carry one id; counting by id indexed one set with another's positions).
+        let ordered: Vec<(String, Vec<Placed<T>>)> = sets
             .iter()
             .zip(&uses)
-            .map(|((node, items), u)| {
+            .enumerate()
+            .map(|(n, ((node, items), u))| {
                 let len = items.len();
                 let mut idx: Vec<usize> = (0..len).map(|j| (j + i) % len).collect();
                 idx.sort_by_key(|&j| u[j]);
                 (
                     node.clone(),
-                    idx.into_iter().map(|j| (j, items[j].clone())).collect(),
+                    idx.into_iter().map(|j| (n, j, items[j].clone())).collect(),
                 )
             })
             .collect();
-        let picked = pick_window(&ordered, |(_, t)| key(t), size, i);
+        let picked = pick_window(&ordered, |(_, _, t)| key(t), size, i);
         let mut window = Vec::new();
-        for (node, (j, item)) in picked {
-            let n = sets
-                .iter()
-                .position(|(x, _)| *x == node)
-                .expect("picked from sets");
+        for (node, (n, j, item)) in picked {
             uses[n][j] += 1;
             window.push((node, item));
         }
@@ -353,6 +355,26 @@ mod tests {
         let one = merged_windows(&uniq(&[3]), id, 20, 8);
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].len(), 3);
+    }
+
+    #[test]
+    fn two_sets_with_one_node_id_are_merged_by_set_not_by_id() {
+        // Regression: uses were looked up by node id, so the second "node-1" set's positions
+        // indexed the first's (out of bounds when it is shorter) and the publisher panicked.
+        let sets = vec![
+            ("node-1".to_string(), vec![1usize]),
+            ("node-1".to_string(), (100..110).collect()),
+            ("node-2".to_string(), (200..215).collect()),
+        ];
+        let ws = merged_windows(&sets, id, 20, 4);
+        assert_eq!(ws.len(), 4, "26 items over 20: one window per HSDir");
+        for w in &ws {
+            assert_eq!(w.len(), 20);
+            relays_of(w, |r| *r as u32);
+        }
+        let used: std::collections::BTreeSet<usize> =
+            ws.iter().flatten().map(|(_, x)| *x).collect();
+        assert!(used.contains(&1) && used.contains(&109) && used.contains(&214));
     }
 
     #[test]

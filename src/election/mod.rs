@@ -295,6 +295,12 @@ pub enum Reason {
         /// When the hold ends.
         until: WallTime,
     },
+    /// Standby: another node's key holds this node's id (the earlier claim); the cluster
+    /// refuses this node until it gets an id of its own. Set by the membership agent.
+    DuplicateId {
+        /// The holder's WireGuard public key (base64).
+        holder_key: String,
+    },
 }
 
 /// The outcome of one observation.

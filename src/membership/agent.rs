@@ -2,7 +2,7 @@
 //! the node's clock. The daemon's membership task and the simulator run the same [`Agent`], so
 //! what the simulation shows is what a node does.
 
-use crate::election::{Decision, Election, ElectionConfig, Role, WallTime};
+use crate::election::{Decision, Election, ElectionConfig, Reason, Role, WallTime};
 
 use super::core::Membership;
 use super::wire::{AdvertisedRole, Health, IptWire};
@@ -63,7 +63,19 @@ impl Agent {
         }
         self.last_observed = Some(now);
         let view = self.membership.election_view();
-        let decision = self.election.observe(now, &view);
+        let mut decision = self.election.observe(now, &view);
+        if let Some(holder) = self.membership.id_taken_by() {
+            // Another key holds this node's id: the cluster refuses this node, so it never
+            // publishes nor holds a lease, whatever its own view says.
+            decision.role = Role::Standby;
+            decision.lease = None;
+            decision.reason = Reason::DuplicateId {
+                holder_key: holder
+                    .public_key()
+                    .map(|k| k.to_base64())
+                    .unwrap_or_default(),
+            };
+        }
         let mut local = self.membership.local().clone();
         local.lease = decision.lease.clone();
         local.role = match decision.role {

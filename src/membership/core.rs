@@ -141,6 +141,9 @@ pub struct PeerView {
     pub rejected_skew: u64,
     /// Its last complete intro-point set: (generation, intro points).
     pub ipts: Option<(u64, Vec<IptWire>)>,
+    /// Its node id is held by another key (an earlier claim): it is refused, its state and
+    /// intro points count for nothing (not in the election, not in the merge).
+    pub duplicate_id: bool,
 }
 
 /// Counters since start.
@@ -160,6 +163,8 @@ pub struct Counters {
     pub members_up: u64,
     /// Members declared down.
     pub members_down: u64,
+    /// Members refused because another key already holds their node id.
+    pub rejected_duplicate_id: u64,
     /// Datagrams sent.
     pub sent: u64,
 }
@@ -284,10 +289,10 @@ pub struct Membership {
     last_state_round: Option<WallTime>,
     /// Where the round-robin refresh continues.
     refresh_cursor: usize,
-    /// A changed state is sent to everyone twice: at once and once more here.
-    repeat_change_at: Option<WallTime>,
     last_announce: Option<WallTime>,
     changed: bool,
+    /// When a duplicate node id was last warned about, per id.
+    duplicate_warned: HashMap<String, WallTime>,
 }
 
 impl Membership {
@@ -326,9 +331,9 @@ impl Membership {
             counters: Counters::default(),
             last_state_round: None,
             refresh_cursor: 0,
-            repeat_change_at: None,
             last_announce: None,
             changed: true,
+            duplicate_warned: HashMap::new(),
         }
     }
 
@@ -384,6 +389,7 @@ impl Membership {
                 Note::Up(id) => {
                     self.counters.members_up += 1;
                     tracing::info!(member = %id.short(), endpoint = %id.endpoint, "member up");
+                    self.check_duplicate_id(now, &id);
                     self.learn(id.clone());
                     self.send_state_to(now, &id);
                     self.send_ipts_to(now, &id);
@@ -397,6 +403,7 @@ impl Membership {
                 }
                 Note::Rename(old, new) => {
                     tracing::info!(from = %old.short(), to = %new.short(), boot = new.boot, "member renewed");
+                    self.check_duplicate_id(now, &new);
                     self.learn(new);
                 }
                 Note::Rejoin(new_me) => {
@@ -407,6 +414,72 @@ impl Membership {
             }
             self.changed = true;
         }
+    }
+
+    /// Which key holds `node_id`: of this node and every active member claiming it, the
+    /// earliest claim (lowest boot, then lowest key). Every member computes the same holder
+    /// from the same membership, so a second key claiming an existing id is refused alike by
+    /// all, the two claimants included.
+    fn id_holder(&self, node_id: &str) -> [u8; 32] {
+        std::iter::once(&self.me)
+            .chain(self.foca.iter_members().map(|m| m.id()))
+            .filter(|id| id.node_id == node_id)
+            .map(|id| (id.boot, id.key))
+            .min()
+            .map_or(self.me.key, |(_, key)| key)
+    }
+
+    /// Whether the member `id` is refused: another key holds its node id.
+    fn is_duplicate(&self, id: &MemberId) -> bool {
+        self.id_holder(&id.node_id) != id.key
+    }
+
+    /// The member holding this node's id, if that is not this node: this node is then the
+    /// duplicate, refused by the cluster, and must neither publish nor count itself in.
+    pub fn id_taken_by(&self) -> Option<MemberId> {
+        let holder = self.id_holder(&self.me.node_id);
+        (holder != self.me.key)
+            .then(|| {
+                self.foca
+                    .iter_members()
+                    .map(|m| m.id().clone())
+                    .find(|m| m.key == holder)
+            })
+            .flatten()
+    }
+
+    /// Counts and warns (at most every 30 s per id) when `id` and another key claim one node
+    /// id; the warning names both keys and which one holds the id.
+    fn check_duplicate_id(&mut self, now: WallTime, id: &MemberId) {
+        let other = std::iter::once(&self.me)
+            .chain(self.foca.iter_members().map(|m| m.id()))
+            .find(|m| m.node_id == id.node_id && m.key != id.key)
+            .cloned();
+        let Some(other) = other else { return };
+        self.counters.rejected_duplicate_id += 1;
+        let due = self
+            .duplicate_warned
+            .get(&id.node_id)
+            .is_none_or(|t| now.saturating_duration_since(*t) >= Duration::from_secs(30));
+        if !due {
+            return;
+        }
+        self.duplicate_warned.insert(id.node_id.clone(), now);
+        let holder = self.id_holder(&id.node_id);
+        let (kept, refused) = if holder == id.key {
+            (id, &other)
+        } else {
+            (&other, id)
+        };
+        let key = |m: &MemberId| m.public_key().map(|k| k.to_base64()).unwrap_or_default();
+        tracing::warn!(
+            node_id = %id.node_id,
+            holder = %key(kept),
+            refused = %key(refused),
+            this_node_refused = refused.key == self.me.key,
+            "two keys claim one node id: the earlier claim keeps it, the other is refused \
+             (give every node its own node.id)"
+        );
     }
 
     /// Records a gossiped identity; the transport learns its key and endpoint (this is what
@@ -500,8 +573,8 @@ impl Membership {
         self.refresh_cursor = (self.refresh_cursor + n) % members.len();
     }
 
-    /// A change goes to every live member at once (and once more a state interval later,
-    /// against loss).
+    /// A change goes to every live member at once; against loss, the periodic refresh
+    /// ([`Membership::tick`]) repeats it.
     fn broadcast_state(&mut self, now: WallTime) {
         let members: Vec<MemberId> = self.foca.iter_members().map(|m| m.id().clone()).collect();
         for id in members {
@@ -590,7 +663,6 @@ impl Membership {
             self.send_ipts_to(now, id);
         }
         self.broadcast_state(now);
-        self.repeat_change_at = Some(now.saturating_add(self.config.state_interval));
     }
 
     /// This node's intro points.
@@ -607,7 +679,6 @@ impl Membership {
         self.local_seq += 1;
         self.changed = true;
         self.broadcast_state(now);
-        self.repeat_change_at = Some(now.saturating_add(self.config.state_interval));
     }
 
     /// Leaves the cluster: members learn at once that this node is gone (a clean stop does
@@ -822,6 +893,7 @@ impl Membership {
                         .and_then(|p| p.ipts.as_ref())
                         .filter(|(b, _, _)| same_life(*b, id.boot))
                         .map(|(_, g, i)| (*g, i.clone())),
+                    duplicate_id: self.is_duplicate(id),
                 }
             })
             .collect();
@@ -843,6 +915,9 @@ impl Membership {
             peers: self
                 .foca
                 .iter_members()
+                // A refused duplicate id counts for nothing; neither does a holder of this
+                // node's own id (then this node is the duplicate and the agent stands by).
+                .filter(|m| m.id().node_id != self.me.node_id && !self.is_duplicate(m.id()))
                 .filter_map(|m| {
                     let p = self.peers.get(&m.id().key)?;
                     // Only what this life said: a restarted node's old lease is not held by

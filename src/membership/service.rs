@@ -114,6 +114,8 @@ pub struct MemberStatus {
     pub rejected_skew: u64,
     /// Age of the WireGuard session with it, in ms (None: no direct session).
     pub wireguard_handshake_age_ms: Option<u64>,
+    /// Refused: another key holds its node id (its state and intro points are not used).
+    pub duplicate_id: bool,
 }
 
 /// The mesh part of `rustbalance status`.
@@ -297,7 +299,7 @@ fn peer_ipts(agent: &Agent) -> Vec<PeerIpts> {
         .membership_ref()
         .peers()
         .into_iter()
-        .filter(|p| p.liveness != Liveness::Down)
+        .filter(|p| p.liveness != Liveness::Down && !p.duplicate_id)
         .filter_map(|p| {
             let state = p.state?;
             let (generation, ipts) = p.ipts?;
@@ -412,6 +414,7 @@ fn status(agent: &Agent, now: WallTime, transport: EndpointStats) -> MeshStatus 
                 rejected_skew: p.rejected_skew,
                 wireguard_handshake_age_ms: key
                     .and_then(|k| transport.peer(&k).and_then(|s| s.last_handshake_age_ms)),
+                duplicate_id: p.duplicate_id,
             }
         })
         .collect();
@@ -420,7 +423,11 @@ fn status(agent: &Agent, now: WallTime, transport: EndpointStats) -> MeshStatus 
     } else {
         members
             .iter()
-            .find(|p| p.liveness != Liveness::Down && p.role == Some(AdvertisedRole::Publisher))
+            .find(|p| {
+                p.liveness != Liveness::Down
+                    && !p.duplicate_id
+                    && p.role == Some(AdvertisedRole::Publisher)
+            })
             .map(|p| p.node_id.clone())
     };
     MeshStatus {

@@ -314,3 +314,68 @@ fn a_seed_that_starts_late_is_still_reached() {
         .expect("b keeps announcing to its seed");
     assert!(took <= S(3), "{took:?}");
 }
+
+/// Two keys with one node id (an operator copied a config): the earlier claim keeps the id,
+/// the later one is refused by every member, the two claimants included. It never publishes,
+/// never counts in anyone's election, and its intro points are not merged; before the fix both
+/// "node-1"s were publisher forever.
+#[test]
+fn a_second_key_claiming_an_existing_node_id_is_refused_by_everyone() {
+    let mut s = sim(31);
+    let first = s.add_node("node-1", 1, &[]);
+    s.run_for(S(1));
+    let other = s.add_node("node-2", 5, &[first]);
+    s.run_for(S(1));
+    // Same id, a better priority, started later: the newcomer.
+    let dup = s.add_node("node-1", 0, &[first]);
+    s.run_until(S(10), |s| s.converged())
+        .expect("foca converges");
+    s.run_for(S(20));
+    assert_eq!(
+        s.publishers(),
+        vec![first],
+        "only the id's holder publishes"
+    );
+    let dup_key = *s.nodes()[dup].key.as_bytes();
+    for observer in [first, other] {
+        let m = s.agent(observer).unwrap().membership_ref();
+        let peer = m
+            .peers()
+            .into_iter()
+            .find(|p| p.id.key == dup_key)
+            .expect("still a SWIM member (so it is watched)");
+        assert!(
+            peer.duplicate_id,
+            "observer {observer} refuses the duplicate"
+        );
+        assert!(m.counters().rejected_duplicate_id >= 1);
+        let view = m.election_view();
+        assert!(
+            view.peers.iter().all(|p| p.priority != 0),
+            "the duplicate (priority 0) is not in the election: {view:?}"
+        );
+    }
+    let refused = s.agent(dup).unwrap();
+    assert_eq!(refused.role(), Role::Standby);
+    assert!(matches!(
+        refused.decision().unwrap().reason,
+        crate::election::Reason::DuplicateId { .. }
+    ));
+    assert!(refused.membership_ref().id_taken_by().is_some());
+    assert!(s
+        .agent(first)
+        .unwrap()
+        .membership_ref()
+        .id_taken_by()
+        .is_none());
+    // The holder leaves: the id is free, the former duplicate is a normal member again and,
+    // with the best priority, takes over.
+    s.crash(first);
+    s.run_for(S(30));
+    assert_eq!(s.publishers(), vec![dup]);
+    let m = s.agent(other).unwrap().membership_ref();
+    assert!(m
+        .peers()
+        .iter()
+        .all(|p| !p.duplicate_id || p.liveness == Liveness::Down));
+}
