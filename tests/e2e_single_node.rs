@@ -348,6 +348,19 @@ fn the_descriptor_a_c_tor_client_uses_lists_exactly_this_nodes_intro_points() {
         .expect("the served descriptor decrypts with the master's public key")
         .if_valid_at(&std::time::SystemTime::now())
         .expect("the served descriptor is valid now");
+    // It declares congestion control (and the subprotocols) exactly as Arti's own publisher
+    // would under this consensus (which sets no cc_* parameters): without the flow-control
+    // line a C-tor client never negotiates congestion control with the node.
+    let caps = rustbalance::descriptor::Capabilities::declared(
+        &tor_netdir::params::NetParameters::default(),
+    );
+    assert!(caps.flow_control.is_some());
+    assert_eq!(
+        desc.flow_control().map(|(p, inc)| (p, inc.get())),
+        caps.flow_control,
+        "flow-control line of the descriptor the C-tor client uses"
+    );
+    assert_eq!(desc.declared_capabilities(), &caps.protocols);
     let mut served: Vec<String> = desc
         .intro_points()
         .iter()

@@ -127,19 +127,21 @@ async fn one_node_serves_the_master_address_through_our_own_descriptor() {
 
     // Our publisher: one descriptor per relevant period, uploaded to every responsible HSDir.
     let pool = client.hs_circ_pool().unwrap();
+    let caps = descriptor::Capabilities::declared(netdir.params());
     for params in netdir.hs_all_time_periods() {
         let tp = params.time_period();
         let (_, blind_kp, _) = identity.hs_id_keypair().compute_blinded_key(tp).unwrap();
-        let built = descriptor::build(
-            &hsid,
-            &blind_kp,
-            &params,
-            &ipt_descs,
-            Duration::from_secs(3 * 3600),
-            SystemTime::now(),
-            &mut rand::rng(),
-        )
-        .unwrap();
+        let now = SystemTime::now();
+        let spec = descriptor::Spec {
+            master: &hsid,
+            blind: &blind_kp,
+            period: tp,
+            revision: descriptor::revision_counter(&blind_kp, &params, now).unwrap(),
+            intro_points: &ipt_descs,
+            caps: &caps,
+            lifetime: Duration::from_secs(3 * 3600),
+        };
+        let built = descriptor::build(&spec, now, &mut rand::rng()).unwrap();
         let blind_id = HsBlindIdKey::from(&blind_kp).id();
         let results = publisher::upload_to_hsdirs(
             client.runtime(),
@@ -181,6 +183,11 @@ async fn one_node_serves_the_master_address_through_our_own_descriptor() {
         .expect("descriptor decrypts")
         .if_valid_at(&SystemTime::now())
         .expect("descriptor is valid now");
+    assert_eq!(
+        desc.flow_control().map(|(p, inc)| (p, inc.get())),
+        caps.flow_control,
+        "the served descriptor declares congestion control with the consensus's sendme_inc"
+    );
     let mut served: Vec<[u8; 32]> = desc
         .intro_points()
         .iter()

@@ -189,6 +189,9 @@ pub struct PublishConfig {
     pub min_republish_gap: Duration,
     /// The descriptor's `descriptor-lifetime`.
     pub descriptor_lifetime: Duration,
+    /// How far outside the consensus's validity the local clock may be before this node
+    /// refuses to publish (its revision counters would lock the real publisher out).
+    pub max_clock_skew: Duration,
 }
 
 /// `[tor]`: the embedded Arti client.

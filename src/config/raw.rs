@@ -105,6 +105,7 @@ struct RawPublish {
     republish_interval: String,
     min_republish_gap: String,
     descriptor_lifetime: String,
+    max_clock_skew: String,
 }
 
 impl Default for RawPublish {
@@ -114,6 +115,7 @@ impl Default for RawPublish {
             republish_interval: "60m".into(),
             min_republish_gap: "1s".into(),
             descriptor_lifetime: "3h".into(),
+            max_clock_skew: "5m".into(),
         }
     }
 }
@@ -448,6 +450,8 @@ impl RawPublish {
             30 * MINUTE,
             12 * HOUR,
         )?;
+        let max_clock_skew =
+            duration("publish.max_clock_skew", &self.max_clock_skew, SECOND, HOUR)?;
         if republish_interval >= descriptor_lifetime {
             return Err(invalid(
                 "publish.republish_interval",
@@ -473,6 +477,7 @@ impl RawPublish {
             republish_interval,
             min_republish_gap,
             descriptor_lifetime,
+            max_clock_skew,
         })
     }
 }

@@ -50,6 +50,7 @@ fn minimal_config_gets_the_documented_defaults() {
     assert_eq!(c.publish.republish_interval, Duration::from_secs(3600));
     assert_eq!(c.publish.min_republish_gap, Duration::from_secs(1));
     assert_eq!(c.publish.descriptor_lifetime, Duration::from_secs(3 * 3600));
+    assert_eq!(c.publish.max_clock_skew, Duration::from_secs(300));
     assert_eq!(c.tor.state_dir, b.join("state"));
     assert_eq!(c.status.listen, "127.0.0.1:9191".parse().unwrap());
     assert_eq!(c.mesh, None, "no [mesh] section: single-node mode");
@@ -169,6 +170,8 @@ fn each_rule_names_its_key_and_value() {
         publish("descriptor_lifetime = \"13h\"").contains("publish.descriptor_lifetime = \"13h\"")
     );
     assert!(publish("min_republish_gap = \"2h\"").contains("publish.min_republish_gap = \"2h\""));
+    assert!(publish("max_clock_skew = \"2h\"").contains("publish.max_clock_skew = \"2h\""));
+    assert!(publish("max_clock_skew = \"soon\"").contains("publish.max_clock_skew = \"soon\""));
     let status = err(&format!("{}[status]\nlisten = \"localhost\"\n", minimal()));
     assert!(status.contains("status.listen = \"localhost\""), "{status}");
 }

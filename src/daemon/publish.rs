@@ -298,20 +298,29 @@ pub async fn publish_loop(
                 descs,
             });
         }
-        let mut keys_in: Vec<String> = lids.clone();
-        keys_in.push(format!("self-healthy:{healthy}"));
-        keys_in.extend(
-            peers
-                .iter()
-                .map(|p| format!("{}:{:x}:{}", p.node_id, p.generation, p.healthy)),
-        );
-        keys_in.sort();
         let inputs = Inputs {
-            ipts: keys_in,
+            ipts: merge_keys(&sets, &lids, healthy, &peers),
             rings: rings(&netdir, &master),
         };
+        // Network time: a clock that disagrees with the consensus never publishes (its
+        // revision counters would lock the real publisher out of the HSDirs).
+        let lifetime = netdir.lifetime();
+        let clock = publisher::clock::check(
+            SystemTime::now(),
+            lifetime.valid_after(),
+            lifetime.valid_until(),
+            config.publish.max_clock_skew,
+        );
+        let clock_error = clock.err().map(|e| e.to_string());
+        if clock_error != snapshot.clock_error {
+            match &clock_error {
+                Some(e) => tracing::error!("{e}"),
+                None => tracing::info!("the local clock agrees with the consensus again"),
+            }
+            snapshot.clock_error = clock_error;
+        }
         let now = Instant::now();
-        let due = if publisher {
+        let due = if publisher && snapshot.clock_error.is_none() {
             schedule.due(now, &inputs)
         } else {
             None
@@ -331,6 +340,13 @@ pub async fn publish_loop(
             let results = tokio::select! {
                 r = round => r,
                 _ = shutdown.wait_for(|s| *s) => break,
+                // Deposed mid-round: the uploads still in flight are dropped (cancelled) at
+                // once and no further one starts; the round is not recorded.
+                _ = role.wait_for(|r| *r != election::Role::Publisher) => {
+                    tracing::info!("role lost during a publication round: uploads cancelled");
+                    snapshots.send_replace(snapshot.clone());
+                    continue;
+                }
             };
             let all_ok =
                 !results.is_empty() && results.iter().all(|p| p.hsdirs_ok() == p.hsdirs.len());
@@ -345,6 +361,31 @@ pub async fn publish_loop(
         snapshot.periods = periods.values().cloned().collect();
         snapshots.send_replace(snapshot.clone());
     }
+}
+
+/// What the merged descriptor depends on, for change detection: every listed node's intro
+/// points (this node's by local id, peers' by generation) and health. Empty when no node has
+/// an intro point, so [`Schedule::due`] waits instead of recording an empty round as a failed
+/// one (health flags alone made it look like there was something to publish, and the failed
+/// "rounds" inflated the backoff before the first real publication).
+fn merge_keys(
+    sets: &[NodeIntroPoints],
+    own_lids: &[String],
+    healthy: bool,
+    peers: &[crate::membership::PeerIpts],
+) -> Vec<String> {
+    if sets.iter().all(|s| s.descs.is_empty()) {
+        return Vec::new();
+    }
+    let mut keys: Vec<String> = own_lids.to_vec();
+    keys.push(format!("self-healthy:{healthy}"));
+    keys.extend(
+        peers
+            .iter()
+            .map(|p| format!("{}:{:x}:{}", p.node_id, p.generation, p.healthy)),
+    );
+    keys.sort();
+    keys
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -448,6 +489,7 @@ async fn publish_round(
     if input.iter().all(|(_, d)| d.is_empty()) {
         return Vec::new();
     }
+    let caps = descriptor::Capabilities::declared(netdir.params());
     let mut out = Vec::new();
     for params in netdir.hs_all_time_periods() {
         let tp = params.time_period();
@@ -471,15 +513,20 @@ async fn publish_round(
         let mut texts: Vec<Arc<str>> = Vec::new();
         let mut built_all = Vec::new();
         for w in &windows {
-            match descriptor::build(
-                master.public_key(),
-                &blind,
-                &params,
-                w,
-                config.publish.descriptor_lifetime,
-                SystemTime::now(),
-                &mut rand::rng(),
-            ) {
+            let now = SystemTime::now();
+            let built = descriptor::revision_counter(&blind, &params, now).and_then(|revision| {
+                let spec = descriptor::Spec {
+                    master: master.public_key(),
+                    blind: &blind,
+                    period: tp,
+                    revision,
+                    intro_points: w,
+                    caps: &caps,
+                    lifetime: config.publish.descriptor_lifetime,
+                };
+                descriptor::build(&spec, now, &mut rand::rng())
+            });
+            match built {
                 Ok(b) => {
                     texts.push(b.text.clone().into());
                     built_all.push(b);
@@ -556,6 +603,50 @@ mod tests {
 
     const GAP: Duration = Duration::from_secs(60);
     const REFRESH: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn no_intro_points_anywhere_is_nothing_to_publish_not_a_failure() {
+        let empty = |node: &str, healthy| NodeIntroPoints {
+            node_id: node.into(),
+            healthy,
+            descs: Vec::new(),
+        };
+        let peer = crate::membership::PeerIpts {
+            node_id: "b".into(),
+            healthy: true,
+            generation: 7,
+            ipts: Vec::new(),
+        };
+        let sets = [empty("a", true), empty("b", true)];
+        let keys = merge_keys(&sets, &[], true, std::slice::from_ref(&peer));
+        assert!(keys.is_empty(), "{keys:?}");
+        let s = Schedule::new(GAP, REFRESH);
+        let i = Inputs {
+            ipts: keys,
+            rings: inputs(&[], &["h1"]).rings,
+        };
+        assert_eq!(s.due(Instant::now(), &i), None, "no round, so no failure");
+        assert_eq!(s.backoff, FIRST_BACKOFF);
+        // With one intro point somewhere, health and generations are inputs.
+        let auth = tor_llcrypto::pk::ed25519::Keypair::generate(&mut rand::rng()).verifying_key();
+        let one = descriptor::ipt_from_wire(&crate::membership::IptWire {
+            link_specifiers: [&[2u8, 20][..], &[7; 20]].concat(),
+            onion_key: [1; 32],
+            auth_key: auth.to_bytes(),
+            enc_key: [3; 32],
+        })
+        .unwrap();
+        let sets = [
+            NodeIntroPoints {
+                node_id: "a".into(),
+                healthy: true,
+                descs: vec![one],
+            },
+            empty("b", true),
+        ];
+        let keys = merge_keys(&sets, &["lid1".into()], false, &[peer]);
+        assert_eq!(keys, vec!["b:7:true", "lid1", "self-healthy:false"]);
+    }
 
     #[test]
     fn first_publication_waits_for_intro_points_only() {

@@ -4,8 +4,9 @@
 //! keep only 20; Arti's builder does not enforce it), at most [`MAX_DESCRIPTOR_BYTES`], Arti's
 //! parameters (NTOR, 54 h certificates), and the revision counter, computed exactly as Arti does
 //! (order-preserving encryption of the offset into the SRV period, keyed by the blinded secret)
-//! so that every node holding the blinded key derives the same monotonic value. Pure: time and
-//! randomness come from the caller.
+//! so that every node holding the blinded key derives the same monotonic value, and the
+//! capabilities Arti's own publisher declares ([`Capabilities`]: `flow-control` and `proto`).
+//! Pure: time, network parameters and randomness come from the caller.
 
 use std::time::{Duration, SystemTime};
 
@@ -13,11 +14,17 @@ use rand::{CryptoRng, Rng};
 use tor_cell::chancell::msg::HandshakeType;
 use tor_hscrypto::ope::AesOpeKey;
 use tor_hscrypto::pk::{HsBlindIdKey, HsBlindIdKeypair, HsIdKey};
+use tor_hscrypto::time::TimePeriod;
 use tor_hscrypto::RevisionCounter;
 use tor_llcrypto::pk::ed25519;
+use tor_netdir::params::NetParameters;
 use tor_netdir::HsDirParams;
 use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, HsDescBuilder, IntroPointDesc};
 use tor_netdoc::NetdocBuilder;
+use tor_protover::named::{
+    FLOWCTRL_AUTH_SENDME, FLOWCTRL_CC, RELAY_CRYPT_CGO, RELAY_NEGOTIATE_SUBPROTO,
+};
+use tor_protover::Protocols;
 use tor_units::IntegerMinutes;
 
 mod merge;
@@ -51,6 +58,42 @@ pub enum DescriptorError {
     /// Certificate or encoding failure (including exceeding the size limit).
     #[error("building the descriptor: {0}")]
     Build(String),
+}
+
+/// What a descriptor declares about how clients may talk to the service, exactly as Arti's own
+/// publisher decides it (`tor-hsservice` `caps.rs` with `negotiate-extensions`, which this build
+/// enables so the service side also honours what it declares):
+/// - `flow-control`: the flow-control protocols this Arti supports among `FlowCtrl=1-2`
+///   (authenticated SENDMEs, congestion control) and the consensus's `cc_sendme_inc`. Without
+///   this line C-tor clients never negotiate congestion control with the service and run on
+///   fixed SENDME windows (measured: 0.6x of a C-tor service's throughput; with it, 1.1-1.26x).
+/// - `proto`: the subprotocols a client may request (`Relay=5` negotiation, CGO), as supported.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// Flow-control protocols and the `sendme_inc` clients must use (`None`: no line).
+    pub flow_control: Option<(Protocols, u8)>,
+    /// The `proto` line's protocols (empty: no line).
+    pub protocols: Protocols,
+}
+
+impl Capabilities {
+    /// The capabilities for a service under the consensus parameters `params`.
+    pub fn declared(params: &NetParameters) -> Capabilities {
+        let supported = tor_proto::supported_client_protocols();
+        let flowctrl: Protocols = [FLOWCTRL_AUTH_SENDME, FLOWCTRL_CC].into_iter().collect();
+        let advertisable: Protocols = [RELAY_CRYPT_CGO, RELAY_NEGOTIATE_SUBPROTO]
+            .into_iter()
+            .collect();
+        Capabilities {
+            flow_control: supported.supports_named_subver(FLOWCTRL_CC).then(|| {
+                (
+                    supported.intersection(&flowctrl),
+                    params.cc_sendme_inc.into(),
+                )
+            }),
+            protocols: supported.intersection(&advertisable),
+        }
+    }
 }
 
 /// A built descriptor.
@@ -106,26 +149,40 @@ pub fn lifetime_minutes(lifetime: Duration) -> Result<u16, DescriptorError> {
         .ok_or(DescriptorError::BadLifetime(lifetime))
 }
 
-/// Builds and signs a descriptor for `params`' period listing `intro_points`.
+/// What one descriptor says: for whom, for which period, with which revision counter, listing
+/// which intro points and declaring which capabilities.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec<'a> {
+    /// The master identity (public).
+    pub master: &'a HsIdKey,
+    /// The period's blinded keypair (signs the descriptor-signing key).
+    pub blind: &'a HsBlindIdKeypair,
+    /// The time period.
+    pub period: TimePeriod,
+    /// The revision counter ([`revision_counter`]).
+    pub revision: RevisionCounter,
+    /// The intro points, at most [`MAX_INTRO_POINTS`].
+    pub intro_points: &'a [IntroPointDesc],
+    /// The declared capabilities.
+    pub caps: &'a Capabilities,
+    /// The descriptor lifetime.
+    pub lifetime: Duration,
+}
+
+/// Builds and signs the descriptor `spec` describes; certificates run from `now`.
 pub fn build<R: Rng + CryptoRng>(
-    master: &HsIdKey,
-    blind: &HsBlindIdKeypair,
-    params: &HsDirParams,
-    intro_points: &[IntroPointDesc],
-    lifetime: Duration,
+    spec: &Spec<'_>,
     now: SystemTime,
     rng: &mut R,
 ) -> Result<BuiltDescriptor, DescriptorError> {
-    check_intro_point_count(intro_points.len())?;
-    let minutes = lifetime_minutes(lifetime)?;
-    let tp = params.time_period();
-    let blind_pk = HsBlindIdKey::from(blind);
-    let subcredential = master.compute_subcredential(&blind_pk, tp);
+    check_intro_point_count(spec.intro_points.len())?;
+    let minutes = lifetime_minutes(spec.lifetime)?;
+    let blind_pk = HsBlindIdKey::from(spec.blind);
+    let subcredential = spec.master.compute_subcredential(&blind_pk, spec.period);
     let desc_sign = ed25519::Keypair::generate(rng);
     let expiry = now + CERT_VALIDITY;
-    let cert = create_desc_sign_key_cert(&desc_sign.verifying_key(), blind, expiry)
+    let cert = create_desc_sign_key_cert(&desc_sign.verifying_key(), spec.blind, expiry)
         .map_err(|e| DescriptorError::Build(format!("signing-key certificate: {e}")))?;
-    let revision = revision_counter(blind, params, now)?;
     let text = HsDescBuilder::default()
         .blinded_id(&blind_pk)
         .hs_desc_sign(&desc_sign)
@@ -133,19 +190,21 @@ pub fn build<R: Rng + CryptoRng>(
         .create2_formats(&[HandshakeType::NTOR])
         .auth_required(None)
         .is_single_onion_service(false)
-        .intro_points(intro_points)
+        .intro_points(spec.intro_points)
         .intro_auth_key_cert_expiry(expiry)
         .intro_enc_key_cert_expiry(expiry)
         .lifetime(IntegerMinutes::new(minutes))
-        .revision_counter(revision)
+        .revision_counter(spec.revision)
         .subcredential(subcredential)
+        .flow_control(spec.caps.flow_control.clone())
+        .supported_protocols(spec.caps.protocols.clone())
         .max_generated_len(MAX_DESCRIPTOR_BYTES)
         .build_sign(rng)
         .map_err(|e| DescriptorError::Build(e.to_string()))?;
     Ok(BuiltDescriptor {
         text,
-        revision: u64::from(revision),
-        intro_points: intro_points.len(),
+        revision: u64::from(spec.revision),
+        intro_points: spec.intro_points.len(),
     })
 }
 
@@ -153,7 +212,6 @@ pub fn build<R: Rng + CryptoRng>(
 mod tests {
     use super::*;
     use tor_hscrypto::pk::HsIdKeypair;
-    use tor_hscrypto::time::TimePeriod;
 
     fn blinded(seed: u8, tp: TimePeriod) -> HsBlindIdKeypair {
         let kp = ed25519::Keypair::from_bytes(&[seed; 32]);
@@ -197,6 +255,93 @@ mod tests {
             last_a,
             "same second: equal, which HSDirs treat as not newer (the old one stays valid)"
         );
+    }
+
+    /// One intro point with made-up (well-formed) relay details.
+    fn intro_point() -> IntroPointDesc {
+        let auth = ed25519::Keypair::generate(&mut rand::rng()).verifying_key();
+        ipt_from_wire(&crate::membership::IptWire {
+            link_specifiers: [
+                &[0u8, 6][..],
+                &[127, 0, 0, 1, 0x3e, 0x80],
+                &[2, 20],
+                &[7; 20],
+            ]
+            .concat(),
+            onion_key: [1; 32],
+            auth_key: auth.to_bytes(),
+            // A real x25519 key: the builder converts it to ed25519 for the certificate.
+            enc_key: tor_llcrypto::pk::curve25519::PublicKey::from(
+                &tor_llcrypto::pk::curve25519::StaticSecret::from([9; 32]),
+            )
+            .to_bytes(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_descriptor_declares_flow_control_and_protocols_as_arti_does() {
+        use tor_checkable::Timebound;
+        use tor_netdoc::doc::hsdesc::HsDesc;
+        let mut params = NetParameters::default();
+        let caps = Capabilities::declared(&params);
+        let (fc, inc) = caps
+            .flow_control
+            .clone()
+            .expect("Arti supports congestion control");
+        assert!(fc.supports_named_subver(FLOWCTRL_CC));
+        assert!(fc.supports_named_subver(FLOWCTRL_AUTH_SENDME));
+        assert_eq!(inc, 31, "the consensus default cc_sendme_inc");
+        assert!(caps
+            .protocols
+            .supports_named_subver(RELAY_NEGOTIATE_SUBPROTO));
+        // The consensus value is what is declared.
+        params.cc_sendme_inc = tor_units::BoundedInt32::checked_new(40).unwrap();
+        assert_eq!(Capabilities::declared(&params).flow_control.unwrap().1, 40);
+
+        // Built and parsed back as a client parses it: both lines are there.
+        let kp = ed25519::Keypair::from_bytes(&[5; 32]);
+        let id = HsIdKeypair::from(ed25519::ExpandedKeypair::from(&kp));
+        let hsid = HsIdKey::from(&id);
+        let now = SystemTime::now();
+        let tp =
+            TimePeriod::new(Duration::from_secs(86400), now, Duration::from_secs(43200)).unwrap();
+        let (blind_pk, blind, subcred) = id.compute_blinded_key(tp).unwrap();
+        let ipts = [intro_point()];
+        let spec = Spec {
+            master: &hsid,
+            blind: &blind,
+            period: tp,
+            revision: revision_at_offset(&blind, Duration::from_secs(100)),
+            intro_points: &ipts,
+            caps: &caps,
+            lifetime: Duration::from_secs(3 * 3600),
+        };
+        let built = build(&spec, now, &mut rand::rng()).unwrap();
+        assert!(built.text.len() <= MAX_DESCRIPTOR_BYTES);
+        let desc = HsDesc::parse_decrypt_validate(&built.text, &blind_pk.id(), &subcred, None)
+            .unwrap()
+            .if_valid_at(&now)
+            .unwrap();
+        let (served, inc) = desc.flow_control().expect("flow-control line");
+        assert_eq!(Some((served, inc.get())), caps.flow_control);
+        assert_eq!(desc.declared_capabilities(), &caps.protocols);
+        // Without capabilities (what we published before): no line, no congestion control.
+        let none = Capabilities::default();
+        let plain = build(
+            &Spec {
+                caps: &none,
+                ..spec
+            },
+            now,
+            &mut rand::rng(),
+        )
+        .unwrap();
+        let desc = HsDesc::parse_decrypt_validate(&plain.text, &blind_pk.id(), &subcred, None)
+            .unwrap()
+            .if_valid_at(&now)
+            .unwrap();
+        assert!(desc.flow_control().is_none());
     }
 
     #[test]

@@ -127,6 +127,10 @@ pub struct Snapshot {
     /// The mesh: members, roles, per-peer last-seen/RTT (absent in single-node mode).
     #[serde(default)]
     pub cluster: Option<MeshStatus>,
+    /// Why this node refuses to publish: its clock disagrees with the consensus (absent when
+    /// the clock is fine).
+    #[serde(default)]
+    pub clock_error: Option<String>,
 }
 
 impl Snapshot {
@@ -144,6 +148,7 @@ impl Snapshot {
             target_up: true,
             merged: Vec::new(),
             cluster: None,
+            clock_error: None,
         }
     }
 
@@ -158,6 +163,9 @@ impl Snapshot {
         );
         if !self.target_up {
             let _ = writeln!(s, "target DOWN (health probe): intro points withdrawn");
+        }
+        if let Some(e) = &self.clock_error {
+            let _ = writeln!(s, "CLOCK: {e}");
         }
         let _ = writeln!(s, "intro points ({}):", self.intro_points.len());
         for i in &self.intro_points {
