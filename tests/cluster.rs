@@ -257,6 +257,128 @@ fn a_node_with_the_wrong_cluster_token_never_joins() {
     );
 }
 
+/// Two processes given one node id by hand (the audit's case: both said publisher forever,
+/// and the publisher's merge indexed one set with the other's positions). The later key is
+/// refused by every member: one publisher, the duplicate stands by saying why, its intro
+/// points are not merged, and no daemon panics.
+#[test]
+fn a_second_node_with_an_existing_node_id_is_refused_and_nothing_panics() {
+    let net = testnet::fixture::shared().expect("private Tor network");
+    let target = net.target.http.to_string();
+    let dir = scratch("cluster-dupid");
+    let token = new_token(&dir, "cluster.token");
+    let mut a = cluster_node("dup-a", &target, net, None, 10, &token, &[]);
+    let key = a.node.key_file();
+    let mut c = cluster_node("dup-c", &target, net, Some(&key), 30, &token, &[a.seed()]);
+    // The copy: its own key and directory, but a's node id and a better priority.
+    let mut d = cluster_node("dup-d", &target, net, Some(&key), 5, &token, &[a.seed()]);
+    let text = std::fs::read_to_string(&d.node.config).unwrap();
+    std::fs::write(
+        &d.node.config,
+        text.replace("id = \"dup-d\"", "id = \"dup-a\""),
+    )
+    .unwrap();
+    a.node.start();
+    c.node.start();
+    wait_for(LIMIT, "a publishes", || {
+        published(&a.node.status()?).then_some(())
+    });
+    d.node.start();
+    let d_key = d.public_key.clone();
+    for n in [&a, &c] {
+        wait_for(LIMIT, &format!("{} refuses the copy", n.node.name), || {
+            let m = n.mesh()?;
+            let copy = m["members"]
+                .as_array()?
+                .iter()
+                .find(|e| e["public_key"] == d_key.as_str())?
+                .clone();
+            (copy["duplicate_id"] == true && m["counters"]["rejected_duplicate_id"].as_u64()? >= 1)
+                .then_some(())
+        });
+    }
+    wait_for(LIMIT, "the copy stands by, saying why", || {
+        let m = d.mesh()?;
+        (role(&m) == "standby" && m["reason"].as_str()?.contains("DuplicateId")).then_some(())
+    });
+    // Settled for a while: still one publisher (priority 5 would have taken over), the
+    // merged view never counts the copy, and every daemon is alive.
+    std::thread::sleep(Duration::from_secs(12));
+    for n in [&mut a, &mut c, &mut d] {
+        n.node.assert_running();
+    }
+    assert_eq!(publishers_of(&[&a, &c, &d]), vec!["dup-a".to_string()]);
+    let s = a.node.status().unwrap();
+    let merged: Vec<String> = s["merged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        merged.iter().filter(|n| *n == "dup-a").count(),
+        1,
+        "{merged:?}"
+    );
+    let sd = d.node.status().unwrap();
+    assert!(
+        sd["periods"].as_array().unwrap().is_empty(),
+        "the copy never uploads"
+    );
+    assert!(
+        d.node.log().contains("two keys claim one node id"),
+        "the copy's log says why"
+    );
+    assert!(!a.node.log().contains("panicked") && !d.node.log().contains("panicked"));
+}
+
+/// The audit's outage: a node whose clock runs 15 minutes ahead is refused by the mesh
+/// (skew), elects itself, and used to upload revision counters from its clock, so the HSDirs
+/// rejected the real publisher ("Invalid HS descriptor. Rejected.", 0 of 8) and kept serving
+/// the skewed node's descriptor. Now the skewed node checks its clock against the consensus
+/// and never uploads, saying why; the real publisher's uploads are accepted.
+#[test]
+fn a_node_whose_clock_runs_ahead_never_publishes_and_the_real_publisher_is_accepted() {
+    let net = testnet::fixture::shared().expect("private Tor network");
+    let target = net.target.http.to_string();
+    let dir = scratch("cluster-skew");
+    let token = new_token(&dir, "cluster.token");
+    let mut a = cluster_node("skew-a", &target, net, None, 20, &token, &[]);
+    let key = a.node.key_file();
+    let mut s = cluster_node("skew-s", &target, net, Some(&key), 10, &token, &[a.seed()]);
+    s.node.start_with_clock_offset("+15m");
+    a.node.start();
+    wait_for(LIMIT, "the skewed node says its clock is off", || {
+        let st = s.node.status()?;
+        let e = st["clock_error"].as_str()?.to_string();
+        (e.contains("ahead of the network") && st["role"] == "publisher").then_some(e)
+    });
+    let status = a.node.wait_published();
+    // Every HSDir that answered accepted the real publisher's descriptor.
+    for p in status["periods"].as_array().unwrap() {
+        let hsdirs = p["hsdirs"].as_array().unwrap();
+        let rejected: Vec<&serde_json::Value> = hsdirs.iter().filter(|h| h["ok"] != true).collect();
+        assert!(
+            rejected.is_empty(),
+            "HSDirs rejected the real publisher: {rejected:?}"
+        );
+    }
+    // The skewed node, publisher of its own one-node view, has still uploaded nothing.
+    std::thread::sleep(Duration::from_secs(5));
+    s.node.assert_running();
+    let st = s.node.status().unwrap();
+    assert!(
+        st["periods"].as_array().unwrap().is_empty(),
+        "the skewed node never uploads: {st}"
+    );
+    assert!(s.node.log().contains("ahead of the network"));
+    let ma = a.mesh().unwrap();
+    assert!(
+        ma["counters"]["rejected_skew"].as_u64().unwrap() > 0,
+        "the mesh refuses the skewed node's messages: {ma}"
+    );
+}
+
 fn ids_without(all: &[&str], me: &str) -> Vec<String> {
     all.iter()
         .filter(|i| **i != me)

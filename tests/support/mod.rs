@@ -137,6 +137,25 @@ impl Node {
     }
 
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts the daemon with its wall clock `offset` off (libfaketime, e.g. `"+15m"`); the
+    /// monotonic clock is left alone.
+    pub fn start_with_clock_offset(&mut self, offset: &str) {
+        let lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+        assert!(
+            Path::new(lib).exists(),
+            "{lib} missing: install Debian's faketime (testing/run-tests.sh does)"
+        );
+        self.start_with_env(&[
+            ("LD_PRELOAD", lib),
+            ("FAKETIME", offset),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ]);
+    }
+
+    fn start_with_env(&mut self, env: &[(&str, &str)]) {
         self.starts += 1;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -150,6 +169,7 @@ impl Node {
                 "RUST_LOG",
                 std::env::var("RB_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
