@@ -4,7 +4,8 @@
 //! identity must be the master address) → embedded Arti (bootstrap with progress in the log) →
 //! keystore prepared (public identity + blinded keys of the relevant periods; never the
 //! identity secret) → master service launched and checked → the stream task (every rendezvous
-//! stream to the [`Proxy`]) and the publisher task ([`publish_loop`]). With `[mesh]` configured
+//! stream to the [`Proxy`]) and the node task (`node::run`: the publisher's inputs, the publisher
+//! reactor, the status snapshot). With `[mesh]` configured
 //! the cluster link ([`Cluster`]: WireGuard mesh, membership, election) starts right after the
 //! keys, before Arti, and the publisher publishes only while the election says so. Every task ends when the
 //! shutdown channel turns true; the caller owns the signal handling.
@@ -12,7 +13,7 @@
 mod cluster;
 pub mod health;
 pub mod keys;
-mod publish;
+mod node;
 mod streams;
 
 use std::sync::Arc;
@@ -33,7 +34,6 @@ use crate::status::{self, Snapshot, StatusError};
 
 pub use cluster::Cluster;
 pub use keys::{KeySource, KeySourceError};
-pub use publish::publish_loop;
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -205,8 +205,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         config.target.virtual_ports.clone(),
         shutdown.clone(),
     ));
-    publish_loop(
-        publish::PublishInputs {
+    node::run(
+        node::NodeInputs {
             client: Arc::clone(&client),
             config: Arc::clone(&config),
             key_source,

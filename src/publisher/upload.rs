@@ -4,14 +4,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arti_client::TorClient;
+use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use tor_circmgr::hspool::HsCircPool;
 use tor_dirclient::request::{HsDescDownloadRequest, HsDescUploadRequest};
 use tor_hscrypto::pk::HsBlindId;
 use tor_hscrypto::time::TimePeriod;
 use tor_linkspec::{HasRelayIds, OwnedCircTarget};
+use tor_llcrypto::pk::rsa::RsaIdentity;
 use tor_netdir::NetDir;
 use tor_rtcompat::Runtime;
+
+use super::reactor::Uploader;
+use super::state::UploadJob;
 
 /// Concurrent uploads at most (Arti's value).
 const MAX_CONCURRENT: usize = 16;
@@ -98,6 +104,73 @@ pub async fn upload_to_hsdirs<R: Runtime>(
         .collect()
         .await;
     Ok(results)
+}
+
+/// The publisher's HSDirs, reached through the embedded Arti client: each job's HSDir is
+/// looked up in the current consensus, reached over an onion-service directory circuit, and
+/// given the descriptor within `timeout`; at most [`MAX_CONCURRENT`] at once.
+pub struct ArtiUploader<R: Runtime> {
+    client: Arc<TorClient<R>>,
+    timeout: Duration,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl<R: Runtime> ArtiUploader<R> {
+    /// Uploads through `client`, each attempt within `timeout`.
+    pub fn new(client: Arc<TorClient<R>>, timeout: Duration) -> ArtiUploader<R> {
+        ArtiUploader {
+            client,
+            timeout,
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT)),
+        }
+    }
+}
+
+impl<R: Runtime> Uploader for ArtiUploader<R> {
+    fn upload(&self, job: UploadJob) -> BoxFuture<'static, Result<(), String>> {
+        let client = Arc::clone(&self.client);
+        let slots = Arc::clone(&self.slots);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let _slot = slots.acquire_owned().await.map_err(|e| e.to_string())?;
+            let netdir = client
+                .dirmgr()
+                .map_err(|e| format!("directory manager: {e}"))?
+                .timely_netdir()
+                .map_err(|e| format!("no usable consensus: {e}"))?;
+            let pool = client
+                .hs_circ_pool()
+                .map_err(|e| format!("circuit pool: {e}"))?;
+            let id = RsaIdentity::from_hex(job.hsdir.trim_start_matches('$'))
+                .ok_or_else(|| format!("not an RSA identity: {}", job.hsdir))?;
+            let relay = netdir
+                .by_id(&id)
+                .ok_or_else(|| "the HSDir is no longer in the consensus".to_string())?;
+            let target = OwnedCircTarget::from_circ_target(&relay);
+            let attempt = async {
+                let tunnel = pool
+                    .get_or_launch_svc_dir(&netdir, target)
+                    .await
+                    .map_err(|e| format!("circuit: {e}"))?;
+                let stream = tunnel
+                    .begin_dir_stream()
+                    .await
+                    .map_err(|e| format!("dir stream: {e}"))?;
+                exchange(
+                    client.runtime(),
+                    stream,
+                    &HsDescUploadRequest::new(job.text),
+                    "upload",
+                )
+                .await
+                .map(drop)
+            };
+            match tokio::time::timeout(timeout, attempt).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("timed out after {} s", timeout.as_secs())),
+            }
+        })
+    }
 }
 
 /// Fetches the descriptor for `blind_id` from every HSDir a client would ask in `period`,

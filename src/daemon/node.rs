@@ -1,0 +1,252 @@
+//! The node task: turns what Arti and the mesh know into the publisher's typed inputs (this
+//! node's intro points and health, the peers' intro points, the network view), keeps the
+//! blinded keys in Arti's keystore in step with the periods, runs the publisher reactor
+//! (`publisher::reactor`) beside it, and assembles the status snapshot. It decides nothing about
+//! publishing: the reactor does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arti_client::TorClient;
+use tokio::sync::watch;
+use tor_hscrypto::time::TimePeriod;
+use tor_linkspec::HasRelayIds;
+use tor_netdir::NetDir;
+use tor_netdoc::doc::hsdesc::IntroPointDesc;
+use tor_rtcompat::PreferredRuntime;
+
+use super::cluster::Cluster;
+use super::keys::{self, KeySource};
+use crate::config::Config;
+use crate::descriptor;
+use crate::election;
+use crate::hosting::{self, IptRecord};
+use crate::membership::{Health, PeerIpts};
+use crate::proxy::Proxy;
+use crate::publisher::reactor::{self, OwnIntroPoints, SystemClock};
+use crate::publisher::select::NodeIntroPoints;
+use crate::publisher::state::{Publisher, PublisherStatus, Settings};
+use crate::publisher::{network, ArtiUploader};
+use crate::status::{IntroPointStatus, Role, Snapshot};
+
+/// Time allowed for one upload to one HSDir.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the node task works with.
+pub struct NodeInputs {
+    /// The embedded Arti client.
+    pub client: Arc<TorClient<PreferredRuntime>>,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The master keys.
+    pub key_source: KeySource,
+    /// The proxy (for its counters).
+    pub proxy: Proxy,
+    /// The health probe's verdict on the target.
+    pub target_up: watch::Receiver<bool>,
+    /// Where status snapshots go.
+    pub snapshots: watch::Sender<Snapshot>,
+}
+
+/// Runs the node task and the publisher until shutdown.
+pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Receiver<bool>) {
+    let NodeInputs {
+        client,
+        config,
+        mut key_source,
+        proxy,
+        mut target_up,
+        snapshots,
+    } = inputs;
+    let master = config.master.onion_address.clone();
+    let nick = hosting::nickname();
+    let settings = Settings {
+        min_gap: config.publish.min_republish_gap,
+        refresh: config.publish.republish_interval,
+        lifetime: config.publish.descriptor_lifetime,
+        max_clock_skew: config.publish.max_clock_skew,
+    };
+    let (own_tx, own_rx) = watch::channel(OwnIntroPoints {
+        descs: Vec::new(),
+        healthy: *target_up.borrow(),
+    });
+    let (peers_tx, peers_rx) = watch::channel(Vec::new());
+    let (network_tx, network_rx) = watch::channel(None);
+    let (publisher_tx, mut publisher_status) = watch::channel(PublisherStatus::default());
+    let mut role = cluster.role();
+    let reactor_task = tokio::spawn(reactor::run(
+        Publisher::new(settings, master.public_key().clone(), &config.node.id),
+        reactor::Inputs {
+            role: cluster.role(),
+            own: own_rx,
+            peers: peers_rx,
+            network: network_rx,
+        },
+        Arc::new(ArtiUploader::new(Arc::clone(&client), UPLOAD_TIMEOUT)),
+        SystemClock,
+        publisher_tx,
+        shutdown.clone(),
+    ));
+
+    // The wanted periods the keystore was last synced for: re-sync (and, offline, re-read the
+    // key directory) only when they change, not every tick while a neighbour's key is missing.
+    let mut synced_for: Vec<TimePeriod> = Vec::new();
+    let mut last_netdir: Option<Arc<NetDir>> = None;
+    let mut snapshot = Snapshot::starting(&config.node.id, &master.to_string());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut own_lids: Vec<String> = Vec::new();
+    let mut own_auth: Vec<(String, [u8; 32])> = Vec::new();
+    let mut peer_ipts = cluster.peer_ipts();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = role.changed() => {}
+            _ = target_up.changed() => {}
+            _ = publisher_status.changed() => {}
+            _ = peer_ipts.changed() => {
+                let peers = peer_sets(&peer_ipts.borrow_and_update());
+                peers_tx.send_replace(peers);
+            }
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+        snapshot.role = if *role.borrow_and_update() == election::Role::Publisher {
+            Role::Publisher
+        } else {
+            Role::Standby
+        };
+        snapshot.proxy = proxy.stats();
+        let healthy = *target_up.borrow_and_update();
+        cluster.set_health(if healthy {
+            Health::Healthy
+        } else {
+            Health::TargetDown
+        });
+        snapshot.target_up = healthy;
+        {
+            let p = publisher_status.borrow_and_update();
+            snapshot.periods = p.periods.clone();
+            snapshot.merged = p.merged.clone();
+            snapshot.clock_error = p.clock_error.clone();
+        }
+        let netdir = match client.dirmgr().map(|d| d.timely_netdir()) {
+            Ok(Ok(n)) => n,
+            _ => {
+                snapshots.send_replace(snapshot.clone());
+                continue;
+            }
+        };
+        let wanted = keys::wanted_periods(&netdir);
+        let keys_changed = wanted != synced_for;
+        if keys_changed {
+            key_source.reload();
+            match keys::sync_for_netdir(&client, &key_source, &master) {
+                Ok(_) => synced_for = wanted,
+                Err(e) => tracing::warn!(error = %e, "could not update blinded keys"),
+            }
+        }
+        // A new consensus (or reloaded keys): a new network view for the publisher.
+        if keys_changed
+            || last_netdir
+                .as_ref()
+                .is_none_or(|n| !Arc::ptr_eq(n, &netdir))
+        {
+            let view = network::view(&netdir, &master, |tp| {
+                key_source.blinded(tp).map_err(|e| e.to_string())
+            });
+            network_tx.send_replace(Some(view));
+            last_netdir = Some(Arc::clone(&netdir));
+        }
+        let ipts = match hosting::read_current_ipts(&config.tor.state_dir, &nick) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read intro points");
+                Vec::new()
+            }
+        };
+        let mut lids: Vec<String> = ipts.iter().map(|i| i.lid.clone()).collect();
+        lids.sort();
+        // This node's intro points as descriptor entries, rebuilt when they change; their
+        // public parts go to the mesh for whoever publishes, and to our own publisher.
+        if lids != own_lids || own_auth.len() != lids.len() {
+            let pairs = own_intro_points(&client, &netdir, &ipts);
+            own_auth = pairs
+                .iter()
+                .map(|(lid, d)| (lid.clone(), descriptor::ipt_to_wire(d).auth_key))
+                .collect();
+            let descs: Vec<IntroPointDesc> = pairs.into_iter().map(|(_, d)| d).collect();
+            let wire: Vec<_> = descs.iter().map(descriptor::ipt_to_wire).collect();
+            cluster.set_intro_points(&wire);
+            own_tx.send_replace(OwnIntroPoints { descs, healthy });
+            own_lids = lids;
+        } else if own_tx.borrow().healthy != healthy {
+            own_tx.send_modify(|o| o.healthy = healthy);
+        }
+        snapshot.intro_points = ipts
+            .iter()
+            .map(|i| IntroPointStatus {
+                relay: i
+                    .relay
+                    .rsa_identity()
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                lid: i.lid.chars().take(8).collect(),
+                auth_key: own_auth
+                    .iter()
+                    .find(|(lid, _)| *lid == i.lid)
+                    .map(|(_, k)| hex(k))
+                    .unwrap_or_default(),
+            })
+            .collect();
+        snapshots.send_replace(snapshot.clone());
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), reactor_task).await;
+}
+
+/// The peers' intro points as descriptor entries (an unusable one is logged and left out).
+fn peer_sets(peers: &[PeerIpts]) -> Vec<NodeIntroPoints> {
+    peers
+        .iter()
+        .map(|p| NodeIntroPoints {
+            node_id: p.node_id.clone(),
+            healthy: p.healthy,
+            descs: p
+                .ipts
+                .iter()
+                .filter_map(|w| match descriptor::ipt_from_wire(w) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        tracing::warn!(node = %p.node_id, error = %e, "intro point from the mesh left out");
+                        None
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// This node's intro points as descriptor entries (an unusable one is logged and left out).
+fn own_intro_points(
+    client: &TorClient<PreferredRuntime>,
+    netdir: &NetDir,
+    ipts: &[IptRecord],
+) -> Vec<(String, IntroPointDesc)> {
+    let nick = hosting::nickname();
+    let Ok(keymgr) = client.keymgr() else {
+        return Vec::new();
+    };
+    ipts.iter()
+        .filter_map(
+            |i| match hosting::intro_point_desc(keymgr, netdir, &nick, i) {
+                Ok(d) => Some((i.lid.clone(), d)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "intro point left out");
+                    None
+                }
+            },
+        )
+        .collect()
+}
