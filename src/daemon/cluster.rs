@@ -86,6 +86,7 @@ impl Cluster {
                 suspect_timeout: mesh.suspect_timeout,
                 state_interval: mesh.state_interval,
                 announce_interval: MembershipConfig::default().announce_interval,
+                max_lease_ahead: mesh.election.lease_duration() + mesh.max_clock_skew,
             },
             election: mesh.election,
         };

@@ -36,6 +36,10 @@ pub struct MembershipConfig {
     pub state_interval: Duration,
     /// Seeds that are not live members are announced to this often.
     pub announce_interval: Duration,
+    /// The farthest a gossiped lease may end ahead of our clock (the lease duration plus the
+    /// skew bound); a state with a later lease is refused, so no member can hold the role
+    /// with a far-future lease.
+    pub max_lease_ahead: Duration,
 }
 
 impl Default for MembershipConfig {
@@ -47,6 +51,7 @@ impl Default for MembershipConfig {
             suspect_timeout: Duration::from_secs(2),
             state_interval: Duration::from_secs(1),
             announce_interval: Duration::from_secs(2),
+            max_lease_ahead: Duration::from_secs(6 + 5),
         }
     }
 }
@@ -560,6 +565,20 @@ impl Membership {
     /// interval up to 16 members) while the cost per node stays constant as the mesh grows.
     fn state_round(&mut self, now: WallTime) {
         self.last_state_round = Some(now);
+        // Forget what foca forgot (down members are dropped after a while): the peer table
+        // stays as large as the membership.
+        let known: std::collections::HashSet<[u8; 32]> = self
+            .foca
+            .iter_membership_state()
+            .map(|m| m.id().key)
+            .collect();
+        self.peers.retain(|k, _| known.contains(k));
+        let ids: std::collections::HashSet<String> = self
+            .foca
+            .iter_membership_state()
+            .map(|m| m.id().node_id.clone())
+            .collect();
+        self.duplicate_warned.retain(|id, _| ids.contains(id));
         let members: Vec<MemberId> = self.foca.iter_members().map(|m| m.id().clone()).collect();
         if members.is_empty() {
             return;
@@ -773,6 +792,7 @@ impl Membership {
                         problem: "bad node id or endpoint",
                     }));
                 }
+                self.check_swim_identities(now, &header, env.body)?;
                 self.seen(now, from, ts, offset_ms);
                 let body = env.body;
                 self.with_foca(now, |foca, rt| foca.handle_data(body, rt))
@@ -780,6 +800,12 @@ impl Membership {
             }
             Kind::Ipts => {
                 let msg = IptsMsg::decode(env.body).map_err(Refused::Malformed)?;
+                if msg.boot > self.latest_boot(now) {
+                    return Err(Refused::Malformed(WireError::Invalid {
+                        field: "ipts.boot",
+                        problem: "a start time in the future",
+                    }));
+                }
                 let Some(peer) = self.peers.get_mut(from.as_bytes()) else {
                     return Ok(());
                 };
@@ -822,6 +848,22 @@ impl Membership {
             }
             Kind::State => {
                 let msg = StateMsg::decode(env.body).map_err(Refused::Malformed)?;
+                if msg.boot > self.latest_boot(now) {
+                    return Err(Refused::Malformed(WireError::Invalid {
+                        field: "state.boot",
+                        problem: "a start time in the future",
+                    }));
+                }
+                if let Some(lease) = &msg.state.lease {
+                    if lease.until.as_millis()
+                        > now.saturating_add(self.config.max_lease_ahead).as_millis()
+                    {
+                        return Err(Refused::Malformed(WireError::Invalid {
+                            field: "state.lease.until",
+                            problem: "ends beyond the lease duration plus the skew bound",
+                        }));
+                    }
+                }
                 let Some(peer) = self.peers.get_mut(from.as_bytes()) else {
                     // Not gossiped yet: its SWIM traffic will introduce it, and it resends.
                     return Ok(());
@@ -856,6 +898,73 @@ impl Membership {
                 Ok(())
             }
         }
+    }
+
+    /// The latest boot a member may claim at `now`: its start time, on a clock within the
+    /// skew bound, plus foca's renewals (+1 each).
+    fn latest_boot(&self, now: WallTime) -> u64 {
+        now.saturating_add(self.config.max_clock_skew)
+            .as_millis()
+            .saturating_add(RENEWALS)
+    }
+
+    /// Every identity a SWIM packet carries (its updates and the one in its message) must be
+    /// well formed and claim no boot in the future: an insider could otherwise gossip another
+    /// member's key with a huge boot, which wins every identity conflict (foca keeps the
+    /// higher boot) and redirects that member's endpoint for good.
+    fn check_swim_identities(
+        &self,
+        now: WallTime,
+        header: &foca::Header<MemberId>,
+        body: &[u8],
+    ) -> Result<(), Refused> {
+        use bytes::Buf;
+        use foca::Message;
+        let latest = self.latest_boot(now);
+        let check = |id: &MemberId, field: &'static str| {
+            if !id.is_valid() {
+                return Err(Refused::Malformed(WireError::Invalid {
+                    field,
+                    problem: "bad node id, key or endpoint",
+                }));
+            }
+            if id.boot > latest {
+                return Err(Refused::Malformed(WireError::Invalid {
+                    field,
+                    problem: "a boot (start time) in the future",
+                }));
+            }
+            Ok(())
+        };
+        check(&header.src, "SWIM source")?;
+        match &header.message {
+            Message::PingReq { target: id, .. }
+            | Message::IndirectPing { origin: id, .. }
+            | Message::IndirectAck { target: id, .. }
+            | Message::ForwardedAck { origin: id, .. } => check(id, "SWIM message identity")?,
+            _ => {}
+        }
+        let malformed = |e: postcard::Error| {
+            Refused::Malformed(WireError::Body {
+                kind: Kind::Swim,
+                reason: e.to_string(),
+            })
+        };
+        // The updates follow the header as foca reads them: a u16 count, then members.
+        let mut data = body;
+        let _: foca::Header<MemberId> =
+            PostcardCodec.decode_header(&mut data).map_err(malformed)?;
+        if data.remaining() >= 2
+            && !matches!(header.message, Message::Broadcast | Message::Announce)
+        {
+            let n = data.get_u16();
+            for _ in 0..n {
+                let member: foca::Member<MemberId> =
+                    PostcardCodec.decode_member(&mut data).map_err(malformed)?;
+                check(member.id(), "SWIM update identity")?;
+            }
+        }
+        Ok(())
     }
 
     fn seen(&mut self, now: WallTime, from: &MeshPublicKey, ts: u64, offset_ms: i64) {
@@ -901,6 +1010,11 @@ impl Membership {
         out
     }
 
+    /// How many peers the table holds (for tests: it follows foca's membership).
+    pub fn peer_table_len(&self) -> usize {
+        self.peers.len()
+    }
+
     /// How many members foca holds active (alive or suspect).
     pub fn live_members(&self) -> usize {
         self.foca.num_members()
@@ -944,9 +1058,11 @@ impl Membership {
 /// starts at least a second later. A newer state boot than the id's is fine too: foca's view
 /// of a renewed identity can lag the node's own messages.
 fn same_life(state_boot: u64, id_boot: u64) -> bool {
-    const RENEWALS: u64 = 1000;
     state_boot.saturating_add(RENEWALS) > id_boot
 }
+
+/// How far foca's identity renewals (+1 each) may move one process's boot.
+const RENEWALS: u64 = 1000;
 
 enum Refused {
     Malformed(WireError),

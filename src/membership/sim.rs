@@ -270,6 +270,16 @@ impl Sim {
         self.nodes[idx].agent.as_ref()
     }
 
+    /// A running node's agent, to hand it crafted input (its actions are not carried out).
+    pub fn agent_mut(&mut self, idx: usize) -> Option<&mut Agent> {
+        self.nodes[idx].agent.as_mut()
+    }
+
+    /// Node `idx`'s clock now.
+    pub fn now_at(&self, idx: usize) -> WallTime {
+        self.clock(idx)
+    }
+
     /// Indices of running nodes whose role is Publisher.
     pub fn publishers(&self) -> Vec<usize> {
         (0..self.nodes.len())

@@ -379,3 +379,147 @@ fn a_second_key_claiming_an_existing_node_id_is_refused_by_everyone() {
         .iter()
         .all(|p| !p.duplicate_id || p.liveness == Liveness::Down));
 }
+
+/// An insider's gossip with numbers no honest member produces is refused whole and counted:
+/// another member's key with a far-future boot (it would win every identity conflict and
+/// redirect that member's endpoint), and a lease ending far beyond the lease duration (it would
+/// hold the publisher role forever).
+#[test]
+fn gossip_with_a_future_boot_or_a_far_future_lease_is_refused() {
+    use super::identity::MemberId;
+    use super::wire::{self, Kind, StateMsg};
+    use crate::election::Lease;
+    use foca::Codec;
+
+    let mut s = sim(41);
+    let a = s.add_node("a", 1, &[]);
+    let b = s.add_node("b", 2, &[a]);
+    let c = s.add_node("c", 3, &[a]);
+    s.run_until(S(10), |s| s.converged()).expect("converges");
+    s.run_for(S(2));
+    let view = |s: &Sim, of: usize| {
+        let key = *s.nodes()[of].key.as_bytes();
+        s.agent(a)
+            .unwrap()
+            .membership_ref()
+            .peers()
+            .into_iter()
+            .find(|p| p.id.key == key)
+            .unwrap()
+    };
+    let b_id = view(&s, b).id;
+    let c_id = view(&s, c).id;
+    let a_id = s.agent(a).unwrap().membership_ref().me().clone();
+    let now = s.now_at(a);
+    let b_key = s.nodes()[b].key;
+
+    // b gossips c's key with a boot an hour ahead.
+    let forged = MemberId {
+        boot: now.as_millis() + 3_600_000,
+        ..c_id.clone()
+    };
+    let header = foca::Header {
+        src: b_id.clone(),
+        src_incarnation: 0,
+        dst: a_id,
+        message: foca::Message::Gossip,
+    };
+    let mut body = Vec::new();
+    foca::PostcardCodec
+        .encode_header(&header, &mut body)
+        .unwrap();
+    body.extend_from_slice(&1u16.to_be_bytes());
+    foca::PostcardCodec
+        .encode_member(&foca::Member::alive(forged), &mut body)
+        .unwrap();
+    let datagram = wire::encode(Kind::Swim, now, &body).unwrap();
+    let before = s.agent(a).unwrap().membership_ref().counters();
+    s.agent_mut(a)
+        .unwrap()
+        .membership()
+        .handle_datagram(now, &b_key, &datagram);
+    let after = s.agent(a).unwrap().membership_ref().counters();
+    assert_eq!(after.rejected_malformed, before.rejected_malformed + 1);
+    assert_eq!(view(&s, c).id.boot, c_id.boot, "c's identity untouched");
+
+    // The same packet with an honest update is taken (the check is not refusing everything).
+    let mut body = Vec::new();
+    foca::PostcardCodec
+        .encode_header(&header, &mut body)
+        .unwrap();
+    body.extend_from_slice(&1u16.to_be_bytes());
+    foca::PostcardCodec
+        .encode_member(&foca::Member::alive(c_id.clone()), &mut body)
+        .unwrap();
+    let datagram = wire::encode(Kind::Swim, now, &body).unwrap();
+    s.agent_mut(a)
+        .unwrap()
+        .membership()
+        .handle_datagram(now, &b_key, &datagram);
+    let honest = s.agent(a).unwrap().membership_ref().counters();
+    assert_eq!(honest.rejected_malformed, after.rejected_malformed);
+
+    // b advertises a lease until an hour from now.
+    let state = view(&s, b).state.unwrap();
+    let msg = StateMsg {
+        node_id: "b".into(),
+        boot: b_id.boot,
+        seq: 1_000_000,
+        state: crate::membership::NodeState {
+            lease: Some(Lease {
+                holder: "b".into(),
+                until: now.saturating_add(S(3600)),
+                term: 99,
+                yield_to: None,
+            }),
+            ..state.clone()
+        },
+        echo: None,
+    };
+    let datagram = wire::encode(Kind::State, now, &msg.encode().unwrap()).unwrap();
+    s.agent_mut(a)
+        .unwrap()
+        .membership()
+        .handle_datagram(now, &b_key, &datagram);
+    let leased = s.agent(a).unwrap().membership_ref().counters();
+    assert_eq!(leased.rejected_malformed, honest.rejected_malformed + 1);
+    assert_eq!(view(&s, b).state.unwrap(), state, "b's state untouched");
+    // A boot in the future on a state message is refused too.
+    let msg = StateMsg {
+        boot: now.as_millis() + 3_600_000,
+        state: state.clone(),
+        ..msg
+    };
+    let datagram = wire::encode(Kind::State, now, &msg.encode().unwrap()).unwrap();
+    s.agent_mut(a)
+        .unwrap()
+        .membership()
+        .handle_datagram(now, &b_key, &datagram);
+    assert_eq!(
+        s.agent(a)
+            .unwrap()
+            .membership_ref()
+            .counters()
+            .rejected_malformed,
+        leased.rejected_malformed + 1
+    );
+    // The mesh carries on.
+    s.run_for(S(10));
+    assert!(s.converged());
+    assert_eq!(s.publishers(), vec![a]);
+}
+
+/// The peer table holds what foca holds: members foca forgot (down, then removed) leave it.
+#[test]
+fn forgotten_members_leave_the_peer_table() {
+    let mut s = sim(43);
+    let a = s.add_node("a", 1, &[]);
+    let b = s.add_node("b", 2, &[a]);
+    s.run_until(S(10), |s| s.converged()).expect("converges");
+    s.crash(b);
+    // foca forgets down members after 10 minutes (our config); then the table prunes them.
+    s.run_for(S(11 * 60));
+    let m = s.agent(a).unwrap().membership_ref();
+    assert!(m.peers().is_empty(), "foca forgot b");
+    assert_eq!(m.peer_table_len(), 0, "and so did the peer table");
+}
