@@ -273,10 +273,25 @@ impl Config {
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<config>"),
-            message: e.to_string(),
+            message: toml_error(text, &e),
         })?;
         raw.validate(base)
     }
+}
+
+/// A TOML error as `line L, column C: message`, without the snippet of the offending line
+/// that `toml` prints: that line may hold the target's address (never shown) or a secret.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let at = e
+        .span()
+        .and_then(|span| text.get(..span.start))
+        .map(|before| {
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: ")
+        })
+        .unwrap_or_default();
+    format!("{at}{}", e.message().trim())
 }
 
 /// Parses a duration like `10s`, `5m`, `1h 30m`.

@@ -310,8 +310,10 @@ impl RawTarget {
             )
         })?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let address = if host.to_ascii_lowercase().ends_with(".onion") {
-            let address = host.parse().map_err(|e| {
+        // `x.onion.` (a fully qualified name) is the onion address, never a DNS name.
+        let bare = host.strip_suffix('.').unwrap_or(host);
+        let address = if bare.to_ascii_lowercase().ends_with(".onion") {
+            let address = bare.parse().map_err(|e| {
                 invalid(
                     "target.address",
                     hidden,

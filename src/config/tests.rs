@@ -190,6 +190,37 @@ fn target_addresses_are_never_echoed() {
 }
 
 #[test]
+fn a_toml_syntax_error_on_the_target_line_does_not_echo_the_target() {
+    // toml's own message quotes the offending line; ours gives its position only.
+    for broken in [
+        "address = \"supersecretbackend.example:8080",
+        "address = \"supersecretbackend.example:8080\" junk",
+        "address = 'supersecretbackend.example:8080\\q\"",
+    ] {
+        let text = minimal().replace("address = \"127.0.0.1:8080\"", broken);
+        let e = err(&text);
+        assert!(!e.contains("supersecret"), "{e}");
+        assert!(e.contains("line 7, column"), "the position is given: {e}");
+    }
+}
+
+#[test]
+fn an_onion_target_with_a_trailing_dot_is_an_onion_not_a_dns_name() {
+    let c = Config::from_toml(
+        &minimal().replace("127.0.0.1:8080", &format!("{ADDR}.:80")),
+        &base(),
+    )
+    .unwrap();
+    assert!(matches!(
+        c.target.address,
+        TargetAddr::Onion { port: 80, .. }
+    ));
+    // A bad onion with a dot is refused as an onion, not resolved.
+    let e = err(&minimal().replace("127.0.0.1:8080", "abc.onion.:80"));
+    assert!(e.contains("not a valid v3 onion address"), "{e}");
+}
+
+#[test]
 fn onion_targets_and_offline_master_parse() {
     let text = minimal()
         .replace("127.0.0.1:8080", &format!("{}:8080", ADDR.to_uppercase()))

@@ -97,6 +97,7 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
     let mut own_lids: Vec<String> = Vec::new();
     let mut own_auth: Vec<(String, [u8; 32])> = Vec::new();
     let mut peer_ipts = cluster.peer_ipts();
+    let mut ipts_error: Option<String> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -156,11 +157,21 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
             network_tx.send_replace(Some(view));
             last_netdir = Some(Arc::clone(&netdir));
         }
+        // A read error is not "no intro points": the last set stays advertised (dropping it
+        // would take this node out of the descriptor over a transient file problem).
         let ipts = match hosting::read_current_ipts(&config.tor.state_dir, &nick) {
-            Ok(i) => i,
+            Ok(i) => {
+                ipts_error = None;
+                i
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "could not read intro points");
-                Vec::new()
+                let e = e.to_string();
+                if ipts_error.as_ref() != Some(&e) {
+                    tracing::warn!(error = %e, "could not read intro points; keeping the last ones");
+                    ipts_error = Some(e);
+                }
+                snapshots.send_replace(snapshot.clone());
+                continue;
             }
         };
         let mut lids: Vec<String> = ipts.iter().map(|i| i.lid.clone()).collect();

@@ -36,12 +36,22 @@ pub fn load_mesh_keys(path: &Path) -> Result<MeshKeys, KeyError> {
     MeshKeys::from_private_base64(text.trim()).map_err(|e| mesh_err("mesh private key", path, e))
 }
 
-/// Loads the cluster token (the file's bytes, surrounding whitespace trimmed).
+/// Loads the cluster token: a file of exactly 32 bytes is a raw token, used byte for byte;
+/// any other file is text (`token-generate`, `wg genpsk`, a passphrase) and its surrounding
+/// whitespace is trimmed. (Trimming a raw token would change it wherever its first or last
+/// byte happens to be a space or a newline.)
 pub fn load_cluster_token(path: &Path) -> Result<ClusterToken, KeyError> {
     let bytes = read_secret_file(path, LengthRule::AtMost(MAX_TOKEN_FILE))?;
-    let trimmed = bytes.trim_ascii();
-    ClusterToken::new(trimmed.to_vec()).map_err(|e| mesh_err("cluster token", path, e))
+    let token = if bytes.len() == RAW_TOKEN_LEN || std::str::from_utf8(&bytes).is_err() {
+        &bytes[..]
+    } else {
+        bytes.trim_ascii()
+    };
+    ClusterToken::new(token.to_vec()).map_err(|e| mesh_err("cluster token", path, e))
 }
+
+/// A raw (binary) cluster token's length: the WireGuard preshared key's.
+const RAW_TOKEN_LEN: usize = 32;
 
 /// Generates a WireGuard private key into a new `0600` file; returns its public key.
 pub fn generate_mesh_key_file(path: &Path) -> Result<MeshPublicKey, KeyError> {
@@ -87,6 +97,33 @@ mod tests {
             generate_mesh_key_file(&key),
             Err(KeyError::AlreadyExists { .. })
         ));
+    }
+
+    #[test]
+    fn a_raw_token_is_used_byte_for_byte_and_a_text_token_is_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, body: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, body).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            p
+        };
+        // 32 raw bytes that start with a newline and end with a space.
+        let mut raw = [0xa5u8; 32];
+        raw[0] = b'\n';
+        raw[31] = b' ';
+        let a = load_cluster_token(&write("raw.token", &raw)).unwrap();
+        assert_eq!(a.preshared_key().bytes(), raw, "used as is, not trimmed");
+        // Binary of another length is not trimmed either.
+        let mut bin = vec![0xffu8; 40];
+        bin[39] = b'\n';
+        let b = load_cluster_token(&write("bin.token", &bin)).unwrap();
+        let b2 = load_cluster_token(&write("bin2.token", &bin[..39])).unwrap();
+        assert_ne!(b.preshared_key(), b2.preshared_key());
+        // Text: the trailing newline does not matter.
+        let t1 = load_cluster_token(&write("t1.token", b"a passphrase of some length\n")).unwrap();
+        let t2 = load_cluster_token(&write("t2.token", b"a passphrase of some length")).unwrap();
+        assert_eq!(t1.preshared_key(), t2.preshared_key());
     }
 
     #[test]
