@@ -1,10 +1,13 @@
 //! RustBalance: several nodes serve one Tor onion service address through embedded Arti.
 //!
-//! Module map (dependencies point downward only): `cli` → `daemon` (wiring of one node) → services `publisher` (uploads) and `proxy`
-//! (streams to the target) → core `hosting` (Arti keystore discipline, intro points),
-//! `descriptor` (building one descriptor), `election` (pure publisher election by lease and
-//! priority), `config` (validated configuration), `keys` (master identity, onion addresses),
-//! `mesh` (WireGuard transport between nodes: keys, framing, in-process endpoint).
+//! Module map (dependencies point downward only): `cli` → `daemon` (wiring of one node) →
+//! services `publisher` (the publisher reactor), `proxy` (streams to the target), `health`
+//! (the target probe), `membership` (gossip, the agent), `status` (schema and endpoint) → core
+//! `hosting` (Arti keystore discipline, intro points), `descriptor` (building one descriptor),
+//! `election` (pure publisher election by lease and priority), `config` (validated
+//! configuration), `keys` (master identity, onion addresses, key sources), `mesh` (WireGuard
+//! transport between nodes: keys, framing, in-process endpoint). docs/ARCHITECTURE.md has the
+//! full map.
 #![deny(missing_docs)]
 
 pub mod cli;
@@ -12,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod descriptor;
 pub mod election;
+pub mod health;
 pub mod hosting;
 pub mod keys;
 pub mod membership;

@@ -299,7 +299,7 @@ fn a_second_node_with_an_existing_node_id_is_refused_and_nothing_panics() {
     }
     wait_for(LIMIT, "the copy stands by, saying why", || {
         let m = d.mesh()?;
-        (role(&m) == "standby" && m["reason"].as_str()?.contains("DuplicateId")).then_some(())
+        (role(&m) == "standby" && m["reason"]["kind"] == "duplicate_id").then_some(())
     });
     // Settled for a while: still one publisher (priority 5 would have taken over), the
     // merged view never counts the copy, and every daemon is alive.

@@ -257,7 +257,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn daemon_keys_load(path: &Path) -> anyhow::Result<MasterIdentity> {
-    Ok(daemon::keys::load_identity(path)?)
+    Ok(crate::keys::load_identity(path)?)
 }
 
 /// The config file `init` writes inside its directory.

@@ -11,8 +11,6 @@
 //! shutdown channel turns true; the caller owns the signal handling.
 
 mod cluster;
-pub mod health;
-pub mod keys;
 mod node;
 mod streams;
 
@@ -33,7 +31,6 @@ use crate::proxy::Proxy;
 use crate::status::{self, Snapshot, StatusError};
 
 pub use cluster::Cluster;
-pub use keys::{KeySource, KeySourceError};
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -44,14 +41,6 @@ pub enum DaemonError {
     /// The master keys.
     #[error(transparent)]
     Keys(#[from] KeyError),
-    /// The configured key is not the master address's.
-    #[error("master.key holds the identity of {found}, but master.onion_address is {master}")]
-    WrongMasterKey {
-        /// The key's address.
-        found: String,
-        /// The configured master address.
-        master: String,
-    },
     /// The Arti configuration file.
     #[error("tor.arti_config {path}: {problem}")]
     ArtiConfig {
@@ -120,7 +109,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         watch::channel(Snapshot::starting(&config.node.id, &master.to_string()));
     tracing::info!(node = %config.node.id, master = %master, status = %config.status.listen, "starting");
 
-    let key_source = KeySource::load(&config.master)?;
+    let key_source = crate::keys::KeySource::load(&config.master)?;
     // The mesh starts before Arti bootstraps, so the cluster forms meanwhile (this node is not
     // eligible to publish until its service runs).
     let cluster = Cluster::start(&config, shutdown.clone()).await?;
@@ -164,7 +153,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let nick = hosting::nickname();
     let keymgr = client.keymgr().map_err(arti("key manager"))?;
     hosting::install_public_identity(keymgr, &nick, master.public_key())?;
-    keys::sync_for_netdir(&client, &key_source, &master)?;
+    hosting::sync_for_netdir(&client, &key_source, &master)?;
     hosting::precheck(keymgr, &nick, &master)?;
 
     let svc_config = OnionServiceConfigBuilder::default()
@@ -193,7 +182,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
 
     let proxy = Proxy::from_config(&config.target, &client, shutdown.clone());
     let (target_up_tx, target_up) = watch::channel(true);
-    let health_task = tokio::spawn(health::probe_loop(
+    let health_task = tokio::spawn(crate::health::probe_loop(
         crate::proxy::TargetConnector::new(&config.target.address, &client),
         config.target.health.clone(),
         target_up_tx,

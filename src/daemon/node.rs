@@ -16,11 +16,11 @@ use tor_netdoc::doc::hsdesc::IntroPointDesc;
 use tor_rtcompat::PreferredRuntime;
 
 use super::cluster::Cluster;
-use super::keys::{self, KeySource};
 use crate::config::Config;
 use crate::descriptor;
 use crate::election;
 use crate::hosting::{self, IptRecord};
+use crate::keys::KeySource;
 use crate::membership::{Health, PeerIpts};
 use crate::proxy::Proxy;
 use crate::publisher::reactor::{self, OwnIntroPoints, SystemClock};
@@ -136,11 +136,11 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
                 continue;
             }
         };
-        let wanted = keys::wanted_periods(&netdir);
+        let wanted = hosting::wanted_periods(&netdir);
         let keys_changed = wanted != synced_for;
         if keys_changed {
             key_source.reload();
-            match keys::sync_for_netdir(&client, &key_source, &master) {
+            match hosting::sync_for_netdir(&client, &key_source, &master) {
                 Ok(_) => synced_for = wanted,
                 Err(e) => tracing::warn!(error = %e, "could not update blinded keys"),
             }

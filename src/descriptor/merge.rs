@@ -1,4 +1,5 @@
-//! The merged descriptor's inputs: intro points carried between nodes ([`IptWire`]) and the
+//! The merged descriptor's inputs: intro points carried between nodes ([`IptWire`], the form
+//! the mesh gossips; defined here so the descriptor depends on nothing above it) and the
 //! choice of each descriptor's at most 20: one per relay, every node first, then a fair share.
 
 use tor_bytes::{Reader, Writer};
@@ -8,7 +9,21 @@ use tor_llcrypto::pk::{curve25519, ed25519};
 use tor_netdoc::doc::hsdesc::IntroPointDesc;
 
 use super::DescriptorError;
-use crate::membership::IptWire;
+
+/// One intro point as the descriptor needs it: the relay's link specifiers (encoded as in
+/// the descriptor: type, length, body, repeated) and the three public keys. No secrets: the
+/// descriptor publisher re-certifies the keys with its own signing key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct IptWire {
+    /// Encoded link specifiers.
+    pub link_specifiers: Vec<u8>,
+    /// The relay's ntor onion key (`KP_ntor`).
+    pub onion_key: [u8; 32],
+    /// The intro point's auth key (`KP_hs_ipt_sid`, ed25519).
+    pub auth_key: [u8; 32],
+    /// The intro point's encryption key (`KP_hss_ntor`, x25519).
+    pub enc_key: [u8; 32],
+}
 
 /// The public parts of an intro point, for the mesh.
 pub fn ipt_to_wire(d: &IntroPointDesc) -> IptWire {

@@ -28,7 +28,7 @@ use tor_protover::Protocols;
 use tor_units::IntegerMinutes;
 
 mod merge;
-pub use merge::{intro_relay, ipt_from_wire, ipt_to_wire, merged_windows, pick_window};
+pub use merge::{intro_relay, ipt_from_wire, ipt_to_wire, merged_windows, pick_window, IptWire};
 
 /// Clients use at most this many intro points of a descriptor.
 pub const MAX_INTRO_POINTS: usize = 20;
@@ -260,7 +260,7 @@ mod tests {
     /// One intro point with made-up (well-formed) relay details.
     fn intro_point() -> IntroPointDesc {
         let auth = ed25519::Keypair::generate(&mut rand::rng()).verifying_key();
-        ipt_from_wire(&crate::membership::IptWire {
+        ipt_from_wire(&IptWire {
             link_specifiers: [
                 &[0u8, 6][..],
                 &[127, 0, 0, 1, 0x3e, 0x80],

@@ -303,6 +303,27 @@ pub enum Reason {
     },
 }
 
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Claimed => write!(f, "claimed: no valid lease seen"),
+            Reason::TookOver { from } => write!(f, "took over from {from}"),
+            Reason::Holding => write!(f, "holds the lease"),
+            Reason::Yielding { to } => write!(f, "handing the role to {to}"),
+            Reason::SteppedDown { winner } => write!(f, "stepped down: {winner} holds the lease"),
+            Reason::LeaseHeld { holder } => write!(f, "{holder} holds the lease"),
+            Reason::AwaitingCandidate { candidate } => {
+                write!(f, "waiting for {candidate} to claim")
+            }
+            Reason::StartupHold { .. } => write!(f, "startup hold"),
+            Reason::DuplicateId { holder_key } => write!(
+                f,
+                "refused: another node ({holder_key}) holds this node id; give this node its own node.id"
+            ),
+        }
+    }
+}
+
 /// The outcome of one observation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {

@@ -81,6 +81,12 @@ pub enum HostingError {
         /// What is wrong.
         problem: String,
     },
+    /// Arti has no usable network directory (or key manager) yet.
+    #[error("no usable network directory: {0}")]
+    NoNetDir(String),
+    /// The current period's blinded key is missing: no client could connect.
+    #[error("the current period's blinded key: {0}")]
+    CurrentPeriodKey(crate::keys::KeyError),
     /// An intro point's relay or keys could not be resolved.
     #[error("intro point {lid}: {problem}")]
     IntroPoint {
@@ -339,6 +345,66 @@ pub fn intro_point_desc(
         .kp_hss_ntor(ntor.public().clone())
         .build()
         .map_err(|e| fail(format!("descriptor entry: {e}")))
+}
+
+/// The periods a node must hold blinded keys for: those the network publishes for, plus the
+/// previous and next of the current one (clients near a boundary may use either).
+pub fn wanted_periods(netdir: &tor_netdir::NetDir) -> Vec<TimePeriod> {
+    let current = netdir.hs_time_period();
+    let mut out: Vec<TimePeriod> = netdir
+        .hs_all_time_periods()
+        .iter()
+        .map(|p| p.time_period())
+        .collect();
+    for tp in [current.prev(), Some(current), current.next()]
+        .into_iter()
+        .flatten()
+    {
+        if !out.contains(&tp) {
+            out.push(tp);
+        }
+    }
+    out.sort_by_key(|tp| tp.interval_num());
+    out
+}
+
+/// Makes the keystore hold exactly the blinded keys of [`wanted_periods`] for the current
+/// network directory, from `source`. Returns the periods it holds. Without the current
+/// period's key no client can connect: that is an error; a neighbour's missing key is a
+/// warning.
+pub fn sync_for_netdir<R: tor_rtcompat::Runtime>(
+    client: &arti_client::TorClient<R>,
+    source: &crate::keys::KeySource,
+    master: &OnionAddress,
+) -> Result<Vec<TimePeriod>, HostingError> {
+    let netdir = client
+        .dirmgr()
+        .map_err(|e| HostingError::NoNetDir(e.to_string()))?
+        .timely_netdir()
+        .map_err(|e| HostingError::NoNetDir(e.to_string()))?;
+    let current = netdir.hs_time_period();
+    let mut wanted = Vec::new();
+    let mut periods = Vec::new();
+    for tp in wanted_periods(&netdir) {
+        match source.blinded(tp) {
+            Ok(k) => {
+                wanted.push((tp, k));
+                periods.push(tp);
+            }
+            Err(e) if tp == current => return Err(HostingError::CurrentPeriodKey(e)),
+            Err(e) => tracing::warn!(error = %e, "blinded key missing for a neighbouring period"),
+        }
+    }
+    let keymgr = client
+        .keymgr()
+        .map_err(|e| HostingError::NoNetDir(format!("key manager: {e}")))?;
+    let removed = sync_blinded_keys(keymgr, &nickname(), master.public_key(), wanted)?;
+    tracing::info!(
+        periods = ?periods.iter().map(|p| period_slug(*p)).collect::<Vec<_>>(),
+        removed = ?removed,
+        "blinded keys in the keystore"
+    );
+    Ok(periods)
 }
 
 #[cfg(test)]

@@ -255,7 +255,7 @@ pub fn covering<'a>(
 }
 
 /// The period slug Arti's keystore uses: `<interval>_<length min>_<offset s>`.
-fn slug(tp: TimePeriod) -> String {
+pub(super) fn slug(tp: TimePeriod) -> String {
     format!(
         "{}_{}_{}",
         tp.interval_num(),

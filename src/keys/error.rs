@@ -307,6 +307,27 @@ pub enum KeyError {
         max: u32,
     },
 
+    /// The configured identity is not the master address's.
+    #[error("master.key holds the identity of {found}, but master.onion_address is {master}")]
+    WrongMasterKey {
+        /// The key's address.
+        found: String,
+        /// The configured master address.
+        master: String,
+    },
+
+    /// Offline-master mode and the directory lacks a period's key.
+    #[error(
+        "no blinded key for period {period} in {}: export more with `rustbalance keys export-blinded`",
+        dir.display()
+    )]
+    NoBlindedKey {
+        /// The period slug.
+        period: String,
+        /// The directory.
+        dir: PathBuf,
+    },
+
     /// A time period cannot be formed from the given parameters.
     #[error("invalid time period: {reason}")]
     InvalidTimePeriod {

@@ -63,7 +63,16 @@ pub(crate) fn read_secret_file(
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(read_err)?;
+    // O_NONBLOCK: opening a FIFO (or a device) for reading must not wait for a writer; the
+    // handle is then refused below as not a regular file. For regular files it changes nothing.
+    let mut opts = OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = opts.open(path).map_err(read_err)?;
     let meta = file.metadata().map_err(read_err)?;
     if !meta.is_file() {
         return Err(KeyError::NotRegularFile {
@@ -104,14 +113,27 @@ fn check_mode(_path: &Path, _meta: &std::fs::Metadata) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// Create `path` with mode `0600` (never replacing an existing file) and write `contents`.
-///
-/// On a write failure the partly written file is removed.
+/// Create `path` with mode `0600` (never replacing an existing file) and write `contents`,
+/// atomically: the bytes go to a temporary file beside it, which is synced and then linked into
+/// place (a link, unlike a rename, never replaces an existing file), and the directory is
+/// synced. A crash leaves either no file or the whole file, never a partial key.
 pub(crate) fn write_new_secret_file(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
     let write_err = |source: io::Error| KeyError::Write {
         path: path.to_owned(),
         source,
     };
+    if path.symlink_metadata().is_ok() {
+        return Err(KeyError::AlreadyExists {
+            path: path.to_owned(),
+        });
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}-{:08x}",
+        name.as_deref().unwrap_or("key"),
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     let mut opts = OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -119,16 +141,7 @@ pub(crate) fn write_new_secret_file(path: &Path, contents: &[u8]) -> Result<(), 
         use std::os::unix::fs::OpenOptionsExt as _;
         opts.mode(SECRET_FILE_MODE);
     }
-    let mut file = opts.open(path).map_err(|e| {
-        if e.kind() == io::ErrorKind::AlreadyExists {
-            KeyError::AlreadyExists {
-                path: path.to_owned(),
-            }
-        } else {
-            write_err(e)
-        }
-    })?;
-
+    let mut file = opts.open(&tmp).map_err(write_err)?;
     let result = (|| {
         // The umask may have removed bits from the creation mode; make it exactly 0600.
         #[cfg(unix)]
@@ -137,13 +150,26 @@ pub(crate) fn write_new_secret_file(path: &Path, contents: &[u8]) -> Result<(), 
             file.set_permissions(std::fs::Permissions::from_mode(SECRET_FILE_MODE))?;
         }
         file.write_all(contents)?;
-        file.sync_all()
-    })();
-    if let Err(e) = result {
+        file.sync_all()?;
         drop(file);
-        // Best effort: the write error is the one worth reporting.
-        let _ = std::fs::remove_file(path);
-        return Err(write_err(e));
+        std::fs::hard_link(&tmp, path)
+    })();
+    // The temporary name goes in every case (after a successful link, the file lives on).
+    let _ = std::fs::remove_file(&tmp);
+    match result {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(KeyError::AlreadyExists {
+                path: path.to_owned(),
+            })
+        }
+        Err(e) => return Err(write_err(e)),
+    }
+    // Make the new name durable too.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
     }
     Ok(())
 }
@@ -237,5 +263,29 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"first");
         let e = write_new_secret_file(&dir.path().join("no/such/dir"), b"x").unwrap_err();
         assert!(matches!(e, KeyError::Write { .. }), "{e:?}");
+        // No temporary file is left behind.
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["k".to_string()], "{names:?}");
+    }
+
+    #[test]
+    fn a_fifo_is_refused_at_once_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) on a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_secret_file(&p, LengthRule::AtMost(100)));
+        });
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("reading a FIFO must not block");
+        assert!(matches!(r, Err(KeyError::NotRegularFile { .. })), "{r:?}");
     }
 }

@@ -15,6 +15,8 @@
 //!   the identity secret; loading verifies each key against the master's public identity;
 //! - the mesh's secret files (WireGuard private key, cluster token): [`load_mesh_keys`],
 //!   [`load_cluster_token`] and their generators, under the same file policy;
+//! - [`KeySource`]: where a running node's blinded keys come from (the identity secret, or the
+//!   offline-master directory), and [`load_identity`] (either file format);
 //! - [`KeyError`], the errors of all of the above, each naming the file (or the address part)
 //!   and what is wrong.
 //!
@@ -32,6 +34,7 @@ mod error;
 mod fsutil;
 mod identity;
 mod mesh_files;
+mod source;
 
 pub use address::OnionAddress;
 pub use blinded::{
@@ -43,3 +46,4 @@ pub use identity::MasterIdentity;
 pub use mesh_files::{
     generate_cluster_token_file, generate_mesh_key_file, load_cluster_token, load_mesh_keys,
 };
+pub use source::{load_identity, KeySource};

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::election::{ElectionConfig, Lease, Role, WallTime};
+use crate::election::{ElectionConfig, Lease, Reason, Role, WallTime};
 use crate::mesh::{
     Endpoint, EndpointConfig, EndpointHandle, EndpointStats, MeshKeys, MeshPublicKey, PresharedKey,
     TransportError,
@@ -129,8 +129,8 @@ pub struct MeshStatus {
     pub boot: u64,
     /// The election's decision.
     pub role: Role,
-    /// Why (the election's reason, as text).
-    pub reason: String,
+    /// Why: the election's reason, as data (`{"kind": "lease_held", "holder": "n1"}`).
+    pub reason: Option<Reason>,
     /// The lease this node advertises.
     pub lease: Option<Lease>,
     /// Who publishes, as far as this node can tell (itself, or the member advertising it).
@@ -435,9 +435,7 @@ fn status(agent: &Agent, now: WallTime, transport: EndpointStats) -> MeshStatus 
         endpoint: me.endpoint.to_string(),
         boot: me.boot,
         role,
-        reason: decision
-            .map(|d| format!("{:?}", d.reason))
-            .unwrap_or_default(),
+        reason: decision.map(|d| d.reason.clone()),
         lease: decision.and_then(|d| d.lease.clone()),
         publisher,
         role_changes: agent.role_changes(),

@@ -311,20 +311,7 @@ pub const IPTS_PER_PART: usize = 4;
 /// Most link-specifier bytes of one intro point.
 pub const MAX_LINKSPEC_BYTES: usize = 256;
 
-/// One intro point as the descriptor needs it: the relay's link specifiers (encoded as in
-/// the descriptor: type, length, body, repeated) and the three public keys. No secrets: the
-/// descriptor publisher re-certifies the keys with its own signing key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct IptWire {
-    /// Encoded link specifiers.
-    pub link_specifiers: Vec<u8>,
-    /// The relay's ntor onion key (`KP_ntor`).
-    pub onion_key: [u8; 32],
-    /// The intro point's auth key (`KP_hs_ipt_sid`, ed25519).
-    pub auth_key: [u8; 32],
-    /// The intro point's encryption key (`KP_hss_ntor`, x25519).
-    pub enc_key: [u8; 32],
-}
+pub use crate::descriptor::IptWire;
 
 /// The body of a [`Kind::Ipts`] envelope: one part of a node's intro-point set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,8 +11,7 @@ use tor_netdoc::doc::hsdesc::IntroPointDesc;
 
 use super::select::NodeIntroPoints;
 use super::state::{NetworkView, PeriodPlan};
-use crate::descriptor::{self, Capabilities};
-use crate::membership::IptWire;
+use crate::descriptor::{self, Capabilities, IptWire};
 
 /// A fixed master identity.
 pub fn identity() -> HsIdKeypair {

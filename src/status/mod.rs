@@ -16,8 +16,9 @@ use tokio::sync::watch;
 use crate::membership::MeshStatus;
 use crate::proxy::ProxyStats;
 
-/// Version of the status schema (2: `cluster` and the `standby` role).
-pub const SCHEMA_VERSION: u32 = 2;
+/// Version of the status schema (2: `cluster` and the `standby` role; 3: `cluster.reason` as
+/// data, `clock_error`, `members[].duplicate_id`).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// What this node does for the master address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,7 +226,7 @@ impl Snapshot {
                 c.public_key,
                 c.endpoint,
                 c.role,
-                c.reason,
+                c.reason.as_ref().map_or("-".to_string(), |r| r.to_string()),
                 c.publisher.as_deref().unwrap_or("none seen")
             );
             let _ = writeln!(s, "members ({} live):", c.live_members().count());
@@ -247,12 +248,19 @@ impl Snapshot {
                     m.wireguard_handshake_age_ms
                         .map_or("no session".to_string(), |a| format!("{} s", a / 1000)),
                 );
+                if m.duplicate_id {
+                    let _ = writeln!(
+                        s,
+                        "    REFUSED: another key holds node id {:?} (its state and intro points are not used)",
+                        m.node_id
+                    );
+                }
             }
             let k = &c.counters;
             let _ = writeln!(
                 s,
-                "  gossip: {} received, {} rejected for skew, {} malformed, {} spoofed; {} up, {} down events",
-                k.received, k.rejected_skew, k.rejected_malformed, k.rejected_spoofed, k.members_up, k.members_down
+                "  gossip: {} received, {} rejected for skew, {} malformed, {} spoofed, {} duplicate ids; {} up, {} down events",
+                k.received, k.rejected_skew, k.rejected_malformed, k.rejected_spoofed, k.rejected_duplicate_id, k.members_up, k.members_down
             );
             let t = &c.transport;
             let _ = writeln!(

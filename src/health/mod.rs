@@ -1,5 +1,6 @@
-//! The target health probe: every `target.health.interval`, connect to the target (and for
-//! `kind = "http"`, `GET path` and check the status). `fail_after` consecutive failures mark
+//! The target health probe, a service of its own (the daemon starts it): every
+//! `target.health.interval`, connect to the target (and for `kind = "http"`, `GET path` and
+//! check the status). `fail_after` consecutive failures mark
 //! the target down, `recover_after` consecutive successes mark it up again. A node whose target
 //! is down advertises `target_down`: the publisher leaves its intro points out of the merged
 //! descriptor, and it is not eligible to publish.
