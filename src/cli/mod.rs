@@ -188,7 +188,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let config =
                 Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
-            let snapshot = tokio_runtime()?.block_on(status::fetch(config.status.listen))?;
+            let token = match &config.status.access_token_file {
+                Some(p) => Some(crate::keys::load_access_token(p)?),
+                None => None,
+            };
+            let snapshot = tokio_runtime()?.block_on(status::fetch(
+                config.status.listen,
+                token.as_ref().map(|t| t.as_str()),
+            ))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&snapshot)?);
             } else {

@@ -208,8 +208,10 @@ pub struct TorConfig {
 /// `[status]`: the local status endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusConfig {
-    /// Address of the HTTP/JSON status endpoint.
+    /// Address of the HTTP/JSON status endpoint (loopback unless a token is configured).
     pub listen: SocketAddr,
+    /// The file holding the token every request must send (`Authorization: Bearer …`).
+    pub access_token_file: Option<PathBuf>,
 }
 
 /// `[mesh]`: the WireGuard mesh, gossip membership and publisher election.

@@ -132,12 +132,14 @@ struct RawTor {
 #[serde(deny_unknown_fields, default)]
 struct RawStatus {
     listen: String,
+    access_token_file: Option<PathBuf>,
 }
 
 impl Default for RawStatus {
     fn default() -> Self {
         RawStatus {
             listen: "127.0.0.1:9191".into(),
+            access_token_file: None,
         }
     }
 }
@@ -209,7 +211,7 @@ impl RawConfig {
             target: self.target.validate()?,
             publish: self.publish.validate()?,
             tor: self.tor.validate(base)?,
-            status: self.status.validate()?,
+            status: self.status.validate(base)?,
             mesh: self.mesh.map(|m| m.validate(base)).transpose()?,
         })
     }
@@ -505,7 +507,7 @@ impl RawTor {
 }
 
 impl RawStatus {
-    fn validate(self) -> Result<StatusConfig, ConfigError> {
+    fn validate(self, base: &Path) -> Result<StatusConfig, ConfigError> {
         let listen: SocketAddr = self.listen.parse().map_err(|_| {
             invalid(
                 "status.listen",
@@ -513,7 +515,29 @@ impl RawStatus {
                 "must be IP:port, e.g. \"127.0.0.1:9191\"",
             )
         })?;
-        Ok(StatusConfig { listen })
+        let access_token_file = self.access_token_file.map(|p| resolve(base, p));
+        if let Some(p) = &access_token_file {
+            if !p.is_file() {
+                return Err(invalid(
+                    "status.access_token_file",
+                    p.display(),
+                    "must be an existing file (mode 0600) holding the token, at least 16 characters",
+                ));
+            }
+        }
+        if !listen.ip().is_loopback() && access_token_file.is_none() {
+            return Err(invalid(
+                "status.listen",
+                format!("{:?}", self.listen),
+                "not a loopback address: the status shows members' keys and endpoints, so \
+                 serving other hosts needs status.access_token_file (then every request must \
+                 send the token)",
+            ));
+        }
+        Ok(StatusConfig {
+            listen,
+            access_token_file,
+        })
     }
 }
 

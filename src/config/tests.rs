@@ -174,6 +174,32 @@ fn each_rule_names_its_key_and_value() {
     assert!(publish("max_clock_skew = \"soon\"").contains("publish.max_clock_skew = \"soon\""));
     let status = err(&format!("{}[status]\nlisten = \"localhost\"\n", minimal()));
     assert!(status.contains("status.listen = \"localhost\""), "{status}");
+    let remote = err(&format!(
+        "{}[status]\nlisten = \"0.0.0.0:9191\"\n",
+        minimal()
+    ));
+    assert!(
+        remote.contains("status.listen = \"0.0.0.0:9191\": not a loopback address")
+            && remote.contains("status.access_token_file"),
+        "{remote}"
+    );
+    let missing = err(&format!(
+        "{}[status]\nlisten = \"0.0.0.0:9191\"\naccess_token_file = \"nope.token\"\n",
+        minimal()
+    ));
+    assert!(missing.contains("status.access_token_file"), "{missing}");
+    let ok = Config::from_toml(
+        &format!(
+            "{}[status]\nlisten = \"0.0.0.0:9191\"\naccess_token_file = \"cluster.token\"\n",
+            minimal()
+        ),
+        &base(),
+    )
+    .unwrap();
+    assert_eq!(
+        ok.status.access_token_file,
+        Some(base().join("cluster.token"))
+    );
 }
 
 #[test]

@@ -113,10 +113,17 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     // The mesh starts before Arti bootstraps, so the cluster forms meanwhile (this node is not
     // eligible to publish until its service runs).
     let cluster = Cluster::start(&config, shutdown.clone()).await?;
+    let access = status::Access {
+        token: match &config.status.access_token_file {
+            Some(p) => Some(Arc::new(crate::keys::load_access_token(p)?)),
+            None => None,
+        },
+    };
     let status_task = tokio::spawn(status::serve(
         listener,
         snapshot_rx,
         cluster.status(),
+        access,
         shutdown.clone(),
     ));
     let arti_config = arti_config(&config)?;

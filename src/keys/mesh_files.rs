@@ -50,6 +50,28 @@ pub fn load_cluster_token(path: &Path) -> Result<ClusterToken, KeyError> {
     ClusterToken::new(token.to_vec()).map_err(|e| mesh_err("cluster token", path, e))
 }
 
+/// Longest accepted access-token file.
+const MAX_ACCESS_TOKEN_FILE: u64 = 1024;
+/// Shortest access token.
+const MIN_ACCESS_TOKEN: usize = 16;
+
+/// Loads the status endpoint's access token: text, surrounding whitespace trimmed, at least
+/// 16 characters of printable ASCII (it travels in an HTTP header).
+pub fn load_access_token(path: &Path) -> Result<zeroize::Zeroizing<String>, KeyError> {
+    let bytes = read_secret_file(path, LengthRule::AtMost(MAX_ACCESS_TOKEN_FILE))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| mesh_err("status access token", path, "not text"))?
+        .trim();
+    if text.len() < MIN_ACCESS_TOKEN || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(mesh_err(
+            "status access token",
+            path,
+            format!("must be at least {MIN_ACCESS_TOKEN} printable ASCII characters, no spaces"),
+        ));
+    }
+    Ok(zeroize::Zeroizing::new(text.to_string()))
+}
+
 /// A raw (binary) cluster token's length: the WireGuard preshared key's.
 const RAW_TOKEN_LEN: usize = 32;
 

@@ -44,6 +44,7 @@ pub use blinded::{
 pub use error::KeyError;
 pub use identity::MasterIdentity;
 pub use mesh_files::{
-    generate_cluster_token_file, generate_mesh_key_file, load_cluster_token, load_mesh_keys,
+    generate_cluster_token_file, generate_mesh_key_file, load_access_token, load_cluster_token,
+    load_mesh_keys,
 };
 pub use source::{load_identity, KeySource};

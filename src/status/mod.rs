@@ -6,12 +6,8 @@
 //! `tokio::sync::watch` channel; the endpoint serves the latest one to `GET /status`.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 use crate::membership::MeshStatus;
 use crate::proxy::ProxyStats;
@@ -310,99 +306,61 @@ pub enum StatusError {
     },
 }
 
-/// Binds the endpoint (so a bad address fails at start-up, not later).
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StatusError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StatusError::Bind { addr, source })
-}
+mod client;
+mod server;
 
-/// Serves `GET /status` with the latest snapshot (and the latest mesh status in its
-/// `cluster` field) until `shutdown` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    snapshots: watch::Receiver<Snapshot>,
-    cluster: watch::Receiver<Option<MeshStatus>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let conn = tokio::select! {
-            c = listener.accept() => c,
-            _ = shutdown.changed() => return,
-        };
-        let Ok((mut stream, _)) = conn else { continue };
-        let mut snapshot = snapshots.borrow().clone();
-        snapshot.cluster = cluster.borrow().clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 2048];
-            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
-            {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let (code, body) = if head.starts_with("GET /status ") {
-                (
-                    "200 OK",
-                    serde_json::to_string_pretty(&snapshot).unwrap_or_default(),
-                )
-            } else {
-                (
-                    "404 Not Found",
-                    "{\"error\":\"try GET /status\"}".to_string(),
-                )
-            };
-            let resp = format!(
-                "HTTP/1.0 {code}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(resp.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        });
-    }
-}
-
-/// Asks a running daemon for its status.
-pub async fn fetch(addr: SocketAddr) -> Result<Snapshot, StatusError> {
-    let fail = |problem: String| StatusError::Fetch { addr, problem };
-    let attempt = async {
-        let mut s = TcpStream::connect(addr)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        s.write_all(b"GET /status HTTP/1.0\r\n\r\n")
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| fail("not an HTTP answer".into()))?;
-        if !head.starts_with("HTTP/1.0 200") {
-            return Err(fail(head.lines().next().unwrap_or_default().to_string()));
-        }
-        serde_json::from_str(body).map_err(|e| fail(format!("bad status JSON: {e}")))
-    };
-    tokio::time::timeout(Duration::from_secs(10), attempt)
-        .await
-        .unwrap_or_else(|_| Err(fail("timed out".into())))
-}
+pub use client::fetch;
+pub use server::{bind, serve, Access, MAX_CONNECTIONS};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::watch;
 
-    #[tokio::test]
-    async fn endpoint_serves_the_latest_snapshot_and_stops() {
+    struct Endpoint {
+        addr: SocketAddr,
+        tx: watch::Sender<Snapshot>,
+        stop: watch::Sender<bool>,
+        server: tokio::task::JoinHandle<()>,
+        _cluster: watch::Sender<Option<MeshStatus>>,
+    }
+
+    async fn endpoint(access: Access) -> Endpoint {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(Snapshot::starting("n1", "x.onion"));
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (_cluster_tx, cluster_rx) = watch::channel(None);
-        let server = tokio::spawn(serve(listener, rx, cluster_rx, stop_rx));
-        assert_eq!(fetch(addr).await.unwrap().role, Role::Starting);
+        let (stop, stop_rx) = watch::channel(false);
+        let (cluster, cluster_rx) = watch::channel(None);
+        let server = tokio::spawn(serve(listener, rx, cluster_rx, access, stop_rx));
+        Endpoint {
+            addr,
+            tx,
+            stop,
+            server,
+            _cluster: cluster,
+        }
+    }
+
+    /// Sends raw bytes, returns the answer's status line.
+    async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn endpoint_serves_the_latest_snapshot_and_stops() {
+        let e = endpoint(Access::default()).await;
+        assert_eq!(fetch(e.addr, None).await.unwrap().role, Role::Starting);
         let mut next = Snapshot::starting("n1", "x.onion");
         next.role = Role::Publisher;
         next.periods.push(PeriodStatus {
@@ -420,13 +378,111 @@ mod tests {
                 intro_points: 3,
             }],
         });
-        tx.send(next.clone()).unwrap();
-        let got = fetch(addr).await.unwrap();
+        e.tx.send(next.clone()).unwrap();
+        let got = fetch(e.addr, None).await.unwrap();
         assert_eq!(got, next);
         assert!(got.render().contains("period 1_2_3: 1/1 HSDirs accepted"));
-        stop_tx.send(true).unwrap();
-        server.await.unwrap();
-        let err = fetch(addr).await.unwrap_err().to_string();
+        e.stop.send(true).unwrap();
+        e.server.await.unwrap();
+        let err = fetch(e.addr, None).await.unwrap_err().to_string();
         assert!(err.contains("is `rustbalance run` running"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn bad_requests_get_clear_refusals() {
+        let e = endpoint(Access::default()).await;
+        let line = raw(
+            e.addr,
+            b"GET /status HTTP/1.1\r\nHost: evil.example:9191\r\n\r\n",
+        )
+        .await;
+        assert!(line.contains("421"), "DNS rebinding refused: {line}");
+        let line = raw(
+            e.addr,
+            b"GET /status HTTP/1.1\r\nHost: 127.0.0.1:9191\r\n\r\n",
+        )
+        .await;
+        assert!(line.contains("200"), "{line}");
+        let line = raw(e.addr, b"GET /status HTTP/1.0\r\n\r\n").await;
+        assert!(
+            line.contains("200"),
+            "no Host (HTTP/1.0 tools) is fine: {line}"
+        );
+        let line = raw(e.addr, b"POST /status HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+        assert!(line.contains("405"), "{line}");
+        let line = raw(e.addr, b"GET /secrets HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+        assert!(line.contains("404"), "{line}");
+        let mut huge = b"GET /status HTTP/1.1\r\nHost: localhost\r\nX-Junk: ".to_vec();
+        huge.extend(std::iter::repeat_n(b'a', 64 * 1024));
+        huge.extend_from_slice(b"\r\n\r\n");
+        let line = raw(e.addr, &huge).await;
+        assert!(
+            line.is_empty() || line.contains("431") || line.contains("400"),
+            "an oversized head is refused: {line}"
+        );
+        let line = raw(e.addr, b"\x00\x01garbage\r\n\r\n").await;
+        assert!(line.is_empty() || line.contains("400"), "{line}");
+        // Still serving.
+        assert!(fetch(e.addr, None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn with_a_token_every_request_must_send_it() {
+        let token = "0123456789abcdef-token";
+        let e = endpoint(Access {
+            token: Some(Arc::new(zeroize::Zeroizing::new(token.to_string()))),
+        })
+        .await;
+        let err = fetch(e.addr, None).await.unwrap_err().to_string();
+        assert!(err.contains("401"), "{err}");
+        let err = fetch(e.addr, Some("wrong-token-wrong-token"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("401"));
+        assert!(fetch(e.addr, Some(token)).await.is_ok());
+        // Remote host names are fine with the token (the token is the check).
+        let req = format!(
+            "GET /status HTTP/1.1\r\nHost: node1.example:9191\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        assert!(raw(e.addr, req.as_bytes()).await.contains("200"));
+    }
+
+    #[tokio::test]
+    async fn thousands_of_idle_connections_leave_it_serving() {
+        let e = endpoint(Access::default()).await;
+        let mut idle = Vec::new();
+        for _ in 0..2000 {
+            idle.push(tokio::net::TcpStream::connect(e.addr).await.unwrap());
+        }
+        let t0 = std::time::Instant::now();
+        let got = fetch(e.addr, None).await;
+        assert!(got.is_ok(), "served during the flood: {got:?}");
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        // Beyond the limit, new connections are closed at once (no fd exhaustion).
+        for _ in 0..(MAX_CONNECTIONS + 50 - idle.len()) {
+            idle.push(tokio::net::TcpStream::connect(e.addr).await.unwrap());
+        }
+        let mut extra = tokio::net::TcpStream::connect(e.addr).await.unwrap();
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(3), extra.read(&mut buf))
+            .await
+            .expect("closed at once, not held")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        // Idle ones are dropped after the header timeout, and it serves again.
+        let mut first = idle.remove(0);
+        let n = tokio::time::timeout(server::HEADER_TIMEOUT * 2, first.read(&mut buf))
+            .await
+            .expect("an idle connection is closed after the header timeout")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        drop(idle);
+        let t1 = std::time::Instant::now();
+        loop {
+            if fetch(e.addr, None).await.is_ok() {
+                break;
+            }
+            assert!(t1.elapsed() < Duration::from_secs(10), "serving again");
+        }
     }
 }

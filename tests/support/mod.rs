@@ -74,7 +74,8 @@ pub fn status_at(addr: &str) -> Option<serde_json::Value> {
     s.read_to_end(&mut raw).ok()?;
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.0 200")
+    let status_line = head.lines().next()?;
+    (status_line.starts_with("HTTP/1.") && status_line.contains(" 200 "))
         .then(|| serde_json::from_str(body).ok())?
 }
 
