@@ -671,3 +671,131 @@ async fn soak_three_endpoints_across_rekeys() {
         "a receive stall of {worst_gap:?} (boringtun #495?)"
     );
 }
+
+/// `n` strangers (fresh keys, the wrong token) from `ips` source addresses, round-robin, each
+/// sending one datagram to `seed` (so each keeps initiating handshakes).
+async fn strangers(seed: &Endpoint, n: u32, ips: &[Ipv4Addr]) -> Vec<Endpoint> {
+    let wrong = ClusterToken::new("not this cluster's token at all")
+        .unwrap()
+        .preshared_key();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let ip = ips[i as usize % ips.len()];
+        let ep = Endpoint::bind(
+            SocketAddr::new(ip.into(), 0),
+            MeshKeys::generate(),
+            wrong.clone(),
+            EndpointConfig::default(),
+        )
+        .await
+        .unwrap();
+        ep.add_peer(seed.public_key(), Some(seed.local_addr()))
+            .await
+            .unwrap();
+        ep.send(seed.public_key(), &b"let me in"[..]).await.unwrap();
+        out.push(ep);
+    }
+    out
+}
+
+async fn seed_with(max_provisional: usize) -> Endpoint {
+    let cfg = EndpointConfig::builder()
+        .accept_unknown_peers(true)
+        .max_provisional(max_provisional)
+        .build()
+        .unwrap();
+    Endpoint::bind(LOCALHOST, MeshKeys::generate(), psk(), cfg)
+        .await
+        .unwrap()
+}
+
+/// A legitimate joiner (right token, a key the seed was never told about) sends one datagram;
+/// returns how long until the seed received it.
+async fn join(seed: &mut Endpoint) -> (Endpoint, Duration) {
+    let joiner = node().await;
+    joiner
+        .add_peer(seed.public_key(), Some(seed.local_addr()))
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    joiner
+        .send(seed.public_key(), &b"hello, I am new"[..])
+        .await
+        .unwrap();
+    loop {
+        let got = recv_one(seed).await;
+        if got.from == joiner.public_key() {
+            assert_eq!(&got.payload[..], b"hello, I am new");
+            return (joiner, t0.elapsed());
+        }
+    }
+}
+
+/// A flood of handshakes from fresh keys (strangers who know the seed's public key, and so
+/// pass mac1, but not the cluster token) from 40 source addresses, plus a greedy source, never
+/// blocks a legitimate joiner: one source holds at most a few unproven slots. Before, 32
+/// strangers held every slot for 10 s, took them again with their retries, and a joiner was
+/// dropped meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_fresh_keys_never_blocks_a_legitimate_joiner() {
+    use rustbalance::mesh::{MAX_PROVISIONAL, MAX_PROVISIONAL_PER_SOURCE};
+    let mut seed = seed_with(MAX_PROVISIONAL).await;
+    let ips: Vec<Ipv4Addr> = (10..50).map(|k| Ipv4Addr::new(127, 0, 0, k)).collect();
+    let mut flood = strangers(&seed, 160, &ips).await;
+    flood.extend(strangers(&seed, 12, &[Ipv4Addr::new(127, 0, 0, 99)]).await);
+    eventually("the strangers' handshakes are answered", || {
+        seed.stats().peers_accepted >= 160
+    })
+    .await;
+    let (joiner, took) = join(&mut seed).await;
+    eprintln!("joined after {took:?} during the flood");
+    // Within its second handshake at the latest (WireGuard retries after 5 s; under load the
+    // first may earn a cookie instead of an answer, which the second then carries).
+    assert!(
+        took < Duration::from_secs(9),
+        "joined within two handshakes: {took:?}"
+    );
+    let s = seed.stats();
+    assert!(
+        s.provisional_source_limited >= (12 - MAX_PROVISIONAL_PER_SOURCE) as u64,
+        "the greedy source was limited: {}",
+        s.provisional_source_limited
+    );
+    assert!(s.peers.len() - 1 <= MAX_PROVISIONAL);
+    // No stranger ever delivered anything.
+    assert!(recv_for(&mut seed, Duration::from_millis(300))
+        .await
+        .iter()
+        .all(|d| d.from == joiner.public_key()));
+    for ep in flood {
+        ep.shutdown().await;
+    }
+    joiner.shutdown().await;
+    seed.shutdown().await;
+}
+
+/// A full table of unproven strangers makes room: the one unproven longest (after its grace
+/// second) is evicted for the joiner, who gets in on its first handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_provisional_table_evicts_the_oldest_stranger_for_a_joiner() {
+    let mut seed = seed_with(8).await;
+    let ips = [Ipv4Addr::new(127, 0, 0, 60), Ipv4Addr::new(127, 0, 0, 61)];
+    let flood = strangers(&seed, 8, &ips).await;
+    eventually("the table is full", || seed.stats().peers_accepted >= 8).await;
+    // Past the grace second, before the strangers' retry (5 s).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (joiner, took) = join(&mut seed).await;
+    assert!(took < Duration::from_secs(4), "first handshake: {took:?}");
+    let s = seed.stats();
+    assert!(s.provisional_evicted >= 1, "{}", s.provisional_evicted);
+    assert!(
+        s.peers.len() <= 8,
+        "never more than the table: {}",
+        s.peers.len()
+    );
+    for ep in flood {
+        ep.shutdown().await;
+    }
+    joiner.shutdown().await;
+    seed.shutdown().await;
+}

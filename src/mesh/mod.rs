@@ -17,5 +17,6 @@ pub mod transport;
 pub use keys::{ClusterToken, MeshKeyError, MeshKeys, MeshPublicKey, PresharedKey};
 pub use transport::{
     Datagram, Endpoint, EndpointConfig, EndpointConfigBuilder, EndpointHandle, EndpointStats,
-    PeerStats, TransportError, MAX_PAYLOAD, MAX_PROVISIONAL, PROVISIONAL_TTL,
+    PeerStats, TransportError, MAX_PAYLOAD, MAX_PROVISIONAL, MAX_PROVISIONAL_PER_SOURCE,
+    PROVISIONAL_TTL,
 };

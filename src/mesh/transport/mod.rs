@@ -52,8 +52,14 @@ pub use crate::mesh::frame::MAX_PAYLOAD;
 /// How long a provisional peer (see [`EndpointConfigBuilder::accept_unknown_peers`]) has to
 /// prove the preshared key with authenticated data before it is dropped.
 pub const PROVISIONAL_TTL: Duration = Duration::from_secs(10);
-/// Most provisional peers held at once; further unknown initiations are dropped and counted.
-pub const MAX_PROVISIONAL: usize = 32;
+/// Default for the most provisional peers held at once
+/// ([`EndpointConfig::max_provisional`]); when full, a new unknown initiation evicts the one
+/// unproven longest, if it had a second to prove itself (counted in `provisional_evicted`).
+pub const MAX_PROVISIONAL: usize = 256;
+/// Most provisional peers one source may hold (an IPv4 address, an IPv6 /64); further
+/// initiations from it are dropped and counted (`provisional_source_limited`). So filling the
+/// default table takes 64 sources, each of which must also answer cookies under load.
+pub const MAX_PROVISIONAL_PER_SOURCE: usize = 4;
 use crate::mesh::keys::{MeshKeys, MeshPublicKey, PresharedKey};
 
 use self::reactor::{Command, Reactor};
@@ -124,6 +130,7 @@ pub struct EndpointConfig {
     max_peers: usize,
     handshake_rate_limit: u64,
     accept_unknown_peers: bool,
+    max_provisional: usize,
 }
 
 impl Default for EndpointConfig {
@@ -137,6 +144,7 @@ impl Default for EndpointConfig {
             max_peers: 1024,
             handshake_rate_limit: 100,
             accept_unknown_peers: false,
+            max_provisional: MAX_PROVISIONAL,
         }
     }
 }
@@ -187,6 +195,11 @@ impl EndpointConfig {
     /// Handshake messages per second accepted before cookies are required. Default 100.
     pub fn handshake_rate_limit(&self) -> u64 {
         self.handshake_rate_limit
+    }
+
+    /// Most provisional (unproven) peers held at once. Default [`MAX_PROVISIONAL`].
+    pub fn max_provisional(&self) -> usize {
+        self.max_provisional
     }
 }
 
@@ -239,11 +252,18 @@ impl EndpointConfigBuilder {
         self
     }
 
+    /// See [`EndpointConfig::max_provisional`]; 1 ..= `max_peers`.
+    pub fn max_provisional(mut self, n: usize) -> Self {
+        self.config.max_provisional = n;
+        self
+    }
+
     /// Answer handshake initiations from keys that are not peers (default off). Such a key
     /// becomes a *provisional* peer: it is kept only if it sends authenticated data (proving
     /// the preshared key, i.e. the cluster token) within [`PROVISIONAL_TTL`], at most
-    /// [`MAX_PROVISIONAL`] at a time, each counted in `peers_accepted` and, when dropped
-    /// unproven, in `provisional_expired`. This is how a seed lets a new node in that it was
+    /// [`EndpointConfig::max_provisional`] at a time and [`MAX_PROVISIONAL_PER_SOURCE`] per
+    /// source, each counted in `peers_accepted` and, when dropped unproven, in
+    /// `provisional_expired` (or `provisional_evicted`, to make room). This is how a seed lets a new node in that it was
     /// not told about; a stranger with a valid key but the wrong token never delivers a byte.
     pub fn accept_unknown_peers(mut self, accept: bool) -> Self {
         self.config.accept_unknown_peers = accept;
@@ -277,6 +297,15 @@ impl EndpointConfigBuilder {
             if !(1..=max).contains(&value) {
                 return bad(key, format!("{value} is outside 1 ..= {max}"));
             }
+        }
+        if !(1..=c.max_peers).contains(&c.max_provisional) {
+            return bad(
+                "max_provisional",
+                format!(
+                    "{} is outside 1 ..= max_peers ({})",
+                    c.max_provisional, c.max_peers
+                ),
+            );
         }
         if !(1..=1_000_000).contains(&c.handshake_rate_limit) {
             return bad(

@@ -23,7 +23,9 @@ use tokio::time::MissedTickBehavior;
 use tracing::{debug, trace, Instrument};
 
 use super::stats::{add, bump, PeerCounters, StatsShared};
-use super::{Datagram, EndpointConfig, TransportError, MAX_PROVISIONAL, PROVISIONAL_TTL};
+use super::{
+    Datagram, EndpointConfig, TransportError, MAX_PROVISIONAL_PER_SOURCE, PROVISIONAL_TTL,
+};
 use crate::mesh::frame::{self, MAX_FRAME};
 use crate::mesh::keys::{MeshKeys, MeshPublicKey, PresharedKey};
 
@@ -42,6 +44,24 @@ const MAX_DRAIN: usize = 1024;
 /// crossing handshake meanwhile would make boringtun forget the first one (its response is
 /// then refused). A handshake we started is retransmitted by boringtun (`update_timers`).
 const HANDSHAKE_TRIGGER_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What counts as one source for the provisional limits: an IPv4 address, or an IPv6 /64
+/// (one host typically holds a whole /64).
+fn source_of(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                std::net::IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// A provisional peer this young is not evicted for a newer one.
+const MIN_EVICTABLE_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// WireGuard message type of a cookie reply (first byte, little-endian u32).
 const MSG_COOKIE_REPLY: u8 = 3;
@@ -88,6 +108,8 @@ struct Peer {
     /// Set while the peer is provisional: accepted from an unknown handshake and not yet
     /// proven by authenticated data.
     provisional_since: Option<Instant>,
+    /// The source its unproven handshake came from ([`source_of`]; per-source limit).
+    provisional_from: Option<std::net::IpAddr>,
     counters: Arc<PeerCounters>,
 }
 
@@ -353,6 +375,7 @@ impl Reactor {
                 if let Some(peer) = self.peers.get_mut(&key) {
                     // Named by the caller: no longer provisional.
                     peer.provisional_since = None;
+                    peer.provisional_from = None;
                 }
                 let _ = reply.send(result);
             }
@@ -446,6 +469,7 @@ impl Reactor {
                 established_ms: None,
                 last_init_answered: None,
                 provisional_since: None,
+                provisional_from: None,
                 counters,
             },
         );
@@ -478,10 +502,18 @@ impl Reactor {
                         Ok(key) if self.peers.contains_key(&key) => Route::Peer(key, Kind::Init),
                         Ok(key)
                             if self.config.accept_unknown_peers()
-                                && key != self.keys.public_key()
-                                && self.provisional_count() < MAX_PROVISIONAL =>
+                                && key != self.keys.public_key() =>
                         {
-                            Route::Accept(key)
+                            // One source may hold only a few unproven slots; a full table
+                            // makes room by evicting the oldest unproven peer (a real joiner
+                            // proves itself within a round trip, so holding slots is useless).
+                            if self.provisional_from(source_of(src.ip()))
+                                >= MAX_PROVISIONAL_PER_SOURCE
+                            {
+                                Route::SourceLimited
+                            } else {
+                                Route::Accept(key)
+                            }
                         }
                         _ => Route::UnknownPeer,
                     },
@@ -499,12 +531,21 @@ impl Reactor {
         let (key, kind) = match self.route(data, src, work) {
             Route::Peer(key, kind) => (key, kind),
             Route::Accept(key) => {
+                if self.provisional_count() >= self.config.max_provisional()
+                    && !self.evict_oldest_provisional()
+                {
+                    // Every slot was taken within the last moment: a real joiner in one of
+                    // them is about to prove itself; this one retries (WireGuard: 5 s).
+                    bump(&self.stats.global.dropped_unknown_peer);
+                    return;
+                }
                 if self.add_peer(key, None).is_err() {
                     bump(&self.stats.global.dropped_unknown_peer);
                     return;
                 }
                 if let Some(peer) = self.peers.get_mut(&key) {
                     peer.provisional_since = Some(Instant::now());
+                    peer.provisional_from = Some(source_of(src.ip()));
                 }
                 bump(&self.stats.global.peers_accepted);
                 debug!(peer = %key.short(), %src, "unknown key's handshake answered (provisional)");
@@ -516,6 +557,11 @@ impl Reactor {
             }
             Route::UnknownPeer => {
                 bump(&self.stats.global.dropped_unknown_peer);
+                return;
+            }
+            Route::SourceLimited => {
+                bump(&self.stats.global.dropped_unknown_peer);
+                bump(&self.stats.global.provisional_source_limited);
                 return;
             }
             Route::Cookie(len) => {
@@ -585,6 +631,37 @@ impl Reactor {
             .count()
     }
 
+    /// Unproven peers whose handshake came from `ip`.
+    fn provisional_from(&self, ip: std::net::IpAddr) -> usize {
+        self.peers
+            .values()
+            .filter(|p| p.provisional_since.is_some() && p.provisional_from == Some(ip))
+            .count()
+    }
+
+    /// Makes room for a new provisional peer: drops the one unproven longest, if it has had
+    /// [`MIN_EVICTABLE_AGE`] to prove itself (a joiner proves itself within a round trip, so a
+    /// burst of strangers cannot evict it before it does). Returns whether a slot was freed.
+    fn evict_oldest_provisional(&mut self) -> bool {
+        let oldest = self
+            .peers
+            .values()
+            .filter_map(|p| p.provisional_since.map(|t| (t, p.key)))
+            .min_by_key(|(t, _)| *t)
+            .filter(|(t, _)| t.elapsed() >= MIN_EVICTABLE_AGE)
+            .map(|(_, key)| key);
+        let Some(key) = oldest else {
+            return false;
+        };
+        if let Some(peer) = self.peers.remove(&key) {
+            self.by_index.remove(&peer.index);
+            self.stats.remove_peer(&key);
+            bump(&self.stats.global.provisional_evicted);
+            debug!(peer = %key.short(), "provisional peer evicted to make room");
+        }
+        true
+    }
+
     /// Drops provisional peers that did not prove the preshared key in time.
     fn expire_provisional(&mut self) {
         let expired: Vec<MeshPublicKey> = self
@@ -646,8 +723,33 @@ enum Route {
     Bad,
     /// A valid initiation from a key that is not a peer.
     UnknownPeer,
+    /// An unknown key's initiation from a source that already holds its share of unproven
+    /// slots.
+    SourceLimited,
     /// A valid initiation from a key that is not a peer, to be answered provisionally.
     Accept(MeshPublicKey),
     /// Rate limited: a cookie reply of this length is in the work buffer.
     Cookie(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source_of;
+    use std::net::IpAddr;
+
+    #[test]
+    fn one_source_is_an_ipv4_address_or_an_ipv6_slash_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(source_of(ip("127.0.0.5")), ip("127.0.0.5"));
+        assert_eq!(source_of(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(source_of(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            source_of(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            source_of(ip("2001:db8:1:2::7"))
+        );
+        assert_ne!(
+            source_of(ip("2001:db8:1:3::1")),
+            source_of(ip("2001:db8:1:2::1"))
+        );
+    }
 }

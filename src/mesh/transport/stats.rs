@@ -68,6 +68,8 @@ pub(crate) struct GlobalCounters {
     pub(crate) socket_errors: AtomicU64,
     pub(crate) peers_accepted: AtomicU64,
     pub(crate) provisional_expired: AtomicU64,
+    pub(crate) provisional_evicted: AtomicU64,
+    pub(crate) provisional_source_limited: AtomicU64,
 }
 
 /// Shared between the reactor (writer) and the handles (readers).
@@ -154,6 +156,8 @@ impl StatsShared {
             socket_errors: load(&g.socket_errors),
             peers_accepted: load(&g.peers_accepted),
             provisional_expired: load(&g.provisional_expired),
+            provisional_evicted: load(&g.provisional_evicted),
+            provisional_source_limited: load(&g.provisional_source_limited),
             peers,
         }
     }
@@ -187,6 +191,12 @@ pub struct EndpointStats {
     pub peers_accepted: u64,
     /// Provisional peers dropped because they never proved the preshared key.
     pub provisional_expired: u64,
+    /// Provisional peers evicted (oldest unproven first) to make room for a new one.
+    #[serde(default)]
+    pub provisional_evicted: u64,
+    /// Unknown initiations dropped because their source IP held its share of unproven slots.
+    #[serde(default)]
+    pub provisional_source_limited: u64,
     /// One entry per configured peer, ordered by public key.
     pub peers: Vec<PeerStats>,
 }
