@@ -199,7 +199,7 @@ impl EndpointConfig {
 
     /// Most provisional (unproven) peers held at once. Default [`MAX_PROVISIONAL`].
     pub fn max_provisional(&self) -> usize {
-        self.max_provisional
+        self.max_provisional.min(self.max_peers)
     }
 }
 
@@ -252,7 +252,8 @@ impl EndpointConfigBuilder {
         self
     }
 
-    /// See [`EndpointConfig::max_provisional`]; 1 ..= `max_peers`.
+    /// See [`EndpointConfig::max_provisional`]; 1 ..= 65 536 (the peer table's size bounds
+    /// it too).
     pub fn max_provisional(mut self, n: usize) -> Self {
         self.config.max_provisional = n;
         self
@@ -293,19 +294,11 @@ impl EndpointConfigBuilder {
             ("command_queue", c.command_queue, 1_000_000),
             ("pending_per_peer", c.pending_per_peer, 100_000),
             ("max_peers", c.max_peers, 65_536),
+            ("max_provisional", c.max_provisional, 65_536),
         ] {
             if !(1..=max).contains(&value) {
                 return bad(key, format!("{value} is outside 1 ..= {max}"));
             }
-        }
-        if !(1..=c.max_peers).contains(&c.max_provisional) {
-            return bad(
-                "max_provisional",
-                format!(
-                    "{} is outside 1 ..= max_peers ({})",
-                    c.max_provisional, c.max_peers
-                ),
-            );
         }
         if !(1..=1_000_000).contains(&c.handshake_rate_limit) {
             return bad(
