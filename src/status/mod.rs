@@ -310,7 +310,7 @@ mod client;
 mod server;
 
 pub use client::fetch;
-pub use server::{bind, serve, Access, MAX_CONNECTIONS};
+pub use server::{bind, serve, serve_stream, Access, MAX_CONNECTIONS};
 
 #[cfg(test)]
 mod tests {

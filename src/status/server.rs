@@ -94,19 +94,32 @@ pub async fn serve(
         let access = access.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let service = hyper::service::service_fn(move |req| {
-                let answer = answer(&req, &snapshots, &cluster, &access);
-                async move { Ok::<_, Infallible>(answer) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .keep_alive(false)
-                .max_buf_size(8192)
-                .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+            serve_stream(stream, snapshots, cluster, access).await;
         });
     }
+}
+
+/// Serves one connection (any byte stream: a TCP connection, or a fuzzer's pipe) with every
+/// per-connection bound: head timeout and size, one request, the connection deadline.
+pub async fn serve_stream<S>(
+    stream: S,
+    snapshots: watch::Receiver<Snapshot>,
+    cluster: watch::Receiver<Option<MeshStatus>>,
+    access: Access,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let answer = answer(&req, &snapshots, &cluster, &access);
+        async move { Ok::<_, Infallible>(answer) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(false)
+        .max_buf_size(8192)
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
 }
 
 /// The answer to one request.
