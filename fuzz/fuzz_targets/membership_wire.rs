@@ -290,11 +290,25 @@ fn check_state(body: &[u8]) {
     }
 }
 
-/// Whatever decodes as an intro-points body re-encodes and decodes to the same message.
+/// Whatever decodes as an intro-points body re-encodes and decodes to the same message, and
+/// each intro point in it converts to a descriptor entry or is refused (never a panic); one
+/// that converts converts back to the same wire form.
 fn check_ipts(body: &[u8]) {
     if let Ok(msg) = wire::IptsMsg::decode(body) {
         let again = msg.encode().expect("decoded intro points re-encode");
-        assert_eq!(wire::IptsMsg::decode(&again), Ok(msg), "intro points round trip");
+        for w in &msg.ipts {
+            if let Ok(d) = rustbalance::descriptor::ipt_from_wire(w) {
+                let back = rustbalance::descriptor::ipt_to_wire(&d);
+                assert_eq!(back.auth_key, w.auth_key, "intro point keys survive");
+                assert_eq!(back.enc_key, w.enc_key);
+                assert_eq!(back.onion_key, w.onion_key);
+            }
+        }
+        assert_eq!(
+            wire::IptsMsg::decode(&again),
+            Ok(msg),
+            "intro points round trip"
+        );
     }
 }
 
