@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -377,6 +378,92 @@ fn a_node_whose_clock_runs_ahead_never_publishes_and_the_real_publisher_is_accep
         ma["counters"]["rejected_skew"].as_u64().unwrap() > 0,
         "the mesh refuses the skewed node's messages: {ma}"
     );
+}
+
+/// What a real publisher does when HSDirs hold a descriptor with a higher revision counter:
+/// a node whose clock ran 15 minutes ahead (allowed here by a 1 h skew bound) published and
+/// was killed; its descriptor, listing its dead intro points, stays on the HSDirs and they
+/// reject every lower counter ("Invalid HS descriptor. Rejected."). The real node asks the
+/// HSDirs what they hold and publishes above it: accepted everywhere in seconds, and the
+/// HSDirs serve its intro points, not the dead node's. Before, that took until wall time
+/// caught up (15 minutes of clients sent to a dead node).
+#[test]
+fn a_real_publisher_gets_past_a_skewed_nodes_higher_revision() {
+    let net = testnet::fixture::shared().expect("private Tor network");
+    let target = net.target.http.to_string();
+    let mut s = Node::init("rev-skewed", &target, net);
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace("[tor]", "[publish]\nmax_clock_skew = \"1h\"\n\n[tor]"),
+    )
+    .unwrap();
+    let key = s.key_file();
+    let mut a = Node::init_with(
+        "rev-real",
+        &target,
+        net,
+        &["--import", key.to_str().unwrap()],
+    );
+    s.start_with_clock_offset("+15m");
+    let skewed = s.wait_published();
+    let skewed_revs: Vec<(String, u64)> = skewed["periods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["period"].as_str().unwrap().to_string(),
+                p["revision"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    s.kill9();
+    a.start();
+    let t0 = Instant::now();
+    let status = wait_for(
+        Duration::from_secs(90),
+        "every HSDir accepts the real node",
+        || {
+            let st = a.status()?;
+            let periods = st["periods"].as_array()?;
+            let all_ok = !periods.is_empty()
+                && periods.iter().all(|p| {
+                    p["hsdirs"]
+                        .as_array()
+                        .is_some_and(|h| !h.is_empty() && h.iter().all(|u| u["ok"] == true))
+                });
+            all_ok.then_some(st)
+        },
+    );
+    eprintln!(
+        "accepted everywhere {:.1} s after start",
+        t0.elapsed().as_secs_f64()
+    );
+    // It did meet the held counters, and went above them.
+    assert!(a.log().contains("higher revision counter"), "{}", a.log());
+    for p in status["periods"].as_array().unwrap() {
+        let period = p["period"].as_str().unwrap();
+        if let Some((_, held)) = skewed_revs.iter().find(|(s, _)| s == period) {
+            assert!(p["revision"].as_u64().unwrap() > *held, "period {period}");
+        }
+    }
+    // The HSDirs serve the real node's intro points now.
+    let own: BTreeSet<String> = status["intro_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["auth_key"].as_str().unwrap().to_string())
+        .collect();
+    let hsdirs = HsDirs::new(net, &scratch("rev-poller"));
+    let served = wait_for(Duration::from_secs(60), "the HSDirs agree", || {
+        hsdirs.descriptor(&a.address)
+    });
+    assert!(
+        !own.is_empty() && served.is_subset(&own),
+        "served {served:?}, own {own:?}"
+    );
+    a.assert_running();
 }
 
 fn ids_without(all: &[&str], me: &str) -> Vec<String> {

@@ -132,6 +132,27 @@ pub fn revision_at_offset(blind: &HsBlindIdKeypair, offset: Duration) -> Revisio
     RevisionCounter::from(ope.encrypt(tor_hscrypto::ope::SrvPeriodOffset::from(secs)))
 }
 
+/// The smallest offset in `from..=to` (seconds into the SRV period) whose revision counter
+/// is above `held`, if any: how a publisher gets past a descriptor an HSDir holds with a
+/// higher counter (one uploaded by a node whose clock ran ahead). OPE grows with the offset,
+/// so a binary search finds it.
+pub fn offset_above(blind: &HsBlindIdKeypair, held: u64, from: u32, to: u32) -> Option<u32> {
+    let rev = |o: u32| u64::from(revision_at_offset(blind, Duration::from_secs(u64::from(o))));
+    if from > to || rev(to) <= held {
+        return None;
+    }
+    let (mut lo, mut hi) = (from, to);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if rev(mid) > held {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Some(lo)
+}
+
 /// Checks an intro-point count against the descriptor rules.
 pub fn check_intro_point_count(n: usize) -> Result<(), DescriptorError> {
     match n {
@@ -342,6 +363,22 @@ mod tests {
             .if_valid_at(&now)
             .unwrap();
         assert!(desc.flow_control().is_none());
+    }
+
+    #[test]
+    fn offset_above_finds_the_first_counter_past_a_held_one() {
+        let tp = TimePeriod::from_parts(1440, 20573, 43200);
+        let b = blinded(12, tp);
+        let held = u64::from(revision_at_offset(&b, Duration::from_secs(1000 + 900)));
+        let o = offset_above(&b, held, 1000, 1000 + 86_400).unwrap();
+        assert_eq!(o, 1901, "one second past the held counter's");
+        assert!(u64::from(revision_at_offset(&b, Duration::from_secs(o.into()))) > held);
+        assert!(u64::from(revision_at_offset(&b, Duration::from_secs((o - 1).into()))) <= held);
+        // Already above: the first offset itself.
+        assert_eq!(offset_above(&b, 0, 5, 10), Some(5));
+        // Out of reach within the bound.
+        assert_eq!(offset_above(&b, held, 1000, 1500), None);
+        assert_eq!(offset_above(&b, held, 10, 5), None);
     }
 
     #[test]

@@ -16,13 +16,23 @@ use tokio::task::JoinSet;
 use tor_netdoc::doc::hsdesc::IntroPointDesc;
 
 use super::select::NodeIntroPoints;
-use super::state::{NetworkView, Publisher, PublisherStatus, UploadJob};
+use super::state::{NetworkView, Publisher, PublisherStatus, RevisionCheck, UploadJob};
 use crate::election::Role;
 
-/// Uploads one descriptor to one HSDir.
+/// Reaches the HSDirs: uploads one descriptor to one HSDir, or asks one which revision
+/// counter it holds.
 pub trait Uploader: Send + Sync + 'static {
     /// Carries out `job`; `Err` says what went wrong.
     fn upload(&self, job: UploadJob) -> BoxFuture<'static, Result<(), String>>;
+    /// The revision counter of the descriptor the HSDir serves for the check's period
+    /// (verified with the blinded identity and subcredential).
+    fn held_revision(&self, check: RevisionCheck) -> BoxFuture<'static, Result<u64, String>>;
+}
+
+/// What a finished task reports.
+enum Done {
+    Upload(u64, Result<(), String>),
+    Revision(u64, Result<u64, String>),
 }
 
 /// The wall clock (revision counters, the clock check).
@@ -74,7 +84,7 @@ pub async fn run<U: Uploader, C: WallClock>(
 ) {
     // A sendable RNG (the thread-local one cannot be held across awaits in a spawned task).
     let mut rng: rand::rngs::StdRng = rand::make_rng();
-    let mut tasks: JoinSet<(u64, Result<(), String>)> = JoinSet::new();
+    let mut tasks: JoinSet<Done> = JoinSet::new();
     publisher.set_role(*inputs.role.borrow_and_update() == Role::Publisher);
     let own = inputs.own.borrow_and_update().clone();
     publisher.set_own(own.descs, own.healthy);
@@ -84,10 +94,15 @@ pub async fn run<U: Uploader, C: WallClock>(
     }
     loop {
         let now = tokio::time::Instant::now();
+        for check in publisher.poll_checks() {
+            let id = check.id;
+            let fut = uploader.held_revision(check);
+            tasks.spawn(async move { Done::Revision(id, fut.await) });
+        }
         for job in publisher.poll(now.into_std(), clock.wall(), &mut rng) {
             let id = job.id;
             let fut = uploader.upload(job);
-            tasks.spawn(async move { (id, fut.await) });
+            tasks.spawn(async move { Done::Upload(id, fut.await) });
         }
         let snapshot = publisher.status();
         status.send_if_modified(|s| {
@@ -142,9 +157,13 @@ pub async fn run<U: Uploader, C: WallClock>(
             }
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 // A cancelled task (role lost) reports nothing; its upload was abandoned.
-                if let Ok((id, result)) = done {
-                    let at = tokio::time::Instant::now().into_std();
-                    publisher.on_outcome(at, id, result, &mut rng);
+                let at = tokio::time::Instant::now().into_std();
+                match done {
+                    Ok(Done::Upload(id, result)) => publisher.on_outcome(at, id, result, &mut rng),
+                    Ok(Done::Revision(id, held)) => {
+                        publisher.on_revision(at, clock.wall(), id, held)
+                    }
+                    Err(_) => {}
                 }
             }
             _ = sleep => {}

@@ -16,7 +16,11 @@
 //! - no intro points anywhere is nothing to publish (not a failure);
 //! - a clock that disagrees with the consensus ([`clock`](super::clock)) publishes nothing;
 //! - losing the role drops every upload in flight (their outcomes are ignored); gaining it
-//!   makes every HSDir dirty, whatever the previous holder did.
+//!   makes every HSDir dirty, whatever the previous holder did;
+//! - an HSDir that rejects the descriptor may hold one with a higher revision counter (from a
+//!   node whose clock ran ahead): the publisher asks it ([`RevisionCheck`]), and if so
+//!   publishes above that counter, at most [`MAX_REVISION_JUMP`] ahead of its own clock; the
+//!   counters of a period only ever grow.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -36,6 +40,10 @@ use crate::status::{HsDirUpload, NodeContribution, PeriodStatus};
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest retry delay.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The farthest ahead of this node's clock a revision counter may be chosen to get past one
+/// an HSDir holds.
+pub const MAX_REVISION_JUMP: Duration = Duration::from_secs(24 * 3600);
 
 /// How often a clock that disagrees with the consensus is checked again.
 pub const CLOCK_RECHECK: Duration = Duration::from_secs(10);
@@ -93,6 +101,21 @@ pub struct UploadJob {
     pub text: Arc<str>,
 }
 
+/// Asks one HSDir which revision counter it holds for a period (after it rejected ours).
+#[derive(Debug, Clone)]
+pub struct RevisionCheck {
+    /// Its id, for the outcome.
+    pub id: u64,
+    /// The period.
+    pub period: TimePeriod,
+    /// The HSDir's RSA identity (hex).
+    pub hsdir: String,
+    /// The period's blinded identity (what the HSDir files the descriptor under).
+    pub blind_id: tor_hscrypto::pk::HsBlindId,
+    /// To decrypt and verify what it serves.
+    pub subcredential: tor_hscrypto::Subcredential,
+}
+
 /// What the publisher reports for `status`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PublisherStatus {
@@ -110,6 +133,7 @@ struct InFlight {
     version: u64,
     intro_points: usize,
     started: Instant,
+    revision: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +146,17 @@ struct HsDirState {
     retry_at: Option<Instant>,
     delay: RetryDelay,
     last: Option<HsDirUpload>,
+    check: Check,
+    /// The revision counter of the descriptor it rejected last.
+    rejected: Option<u64>,
+}
+
+/// Whether an HSDir's held revision needs asking about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    None,
+    Needed,
+    InFlight(u64),
 }
 
 impl HsDirState {
@@ -134,13 +169,15 @@ impl HsDirState {
             retry_at: None,
             delay: RetryDelay::from_duration(FIRST_BACKOFF),
             last: None,
+            check: Check::None,
+            rejected: None,
         }
     }
 
     /// When this HSDir next needs an upload of `version`, if idle (`None`: nothing to do
     /// until an upload in flight ends); `now` if it never had one.
     fn due_at(&self, version: u64, settings: &Settings, now: Instant) -> Option<Instant> {
-        if self.in_flight.is_some() {
+        if self.in_flight.is_some() || self.check != Check::None {
             return None;
         }
         let Some(last) = self.last_start else {
@@ -162,6 +199,9 @@ struct PeriodState {
     status: Option<PeriodStatus>,
     /// Whether the batch in `status` still has uploads in flight (logged when done).
     batch_open: bool,
+    /// The smallest SRV-period offset the next descriptor may use: one past the last used, or
+    /// past a counter an HSDir was found holding. Counters of a period only grow.
+    min_offset: u32,
 }
 
 /// The publisher.
@@ -220,6 +260,10 @@ impl Publisher {
         for p in &mut self.periods {
             for h in &mut p.hsdirs {
                 abandoned |= h.in_flight.take().is_some();
+                if let Check::InFlight(_) = h.check {
+                    abandoned = true;
+                    h.check = Check::Needed;
+                }
                 if publishing {
                     *h = HsDirState::new(std::mem::take(&mut h.id));
                 }
@@ -297,6 +341,7 @@ impl Publisher {
                     version: 1,
                     status: None,
                     batch_open: false,
+                    min_offset: 0,
                 },
             };
             self.periods.push(period);
@@ -374,7 +419,10 @@ impl Publisher {
             tracing::warn!(period = %slug, "the clock is before this period's shared-random period: not published");
             return Vec::new();
         };
-        let revision = descriptor::revision_at_offset(&blind, offset);
+        let offset = u32::try_from(offset.as_secs())
+            .unwrap_or(u32::MAX)
+            .max(p.min_offset);
+        let revision = descriptor::revision_at_offset(&blind, Duration::from_secs(offset.into()));
         let windows = select::windows(&self.input, ring);
         let in_use = select::in_use(&windows).len();
         // Build each window a due HSDir needs, once.
@@ -416,6 +464,7 @@ impl Publisher {
                 version: p.version,
                 intro_points,
                 started: now,
+                revision: u64::from(revision),
             });
             h.last_start = Some(now);
             h.retry_at = None;
@@ -427,6 +476,7 @@ impl Publisher {
             });
         }
         let p = &mut self.periods[i];
+        p.min_offset = offset.saturating_add(1);
         let hsdirs = p
             .status
             .as_ref()
@@ -479,6 +529,16 @@ impl Publisher {
             } else {
                 let d = h.delay.next_delay(rng).min(MAX_BACKOFF);
                 h.retry_at = Some(now + d);
+                // C tor answers "Invalid HS descriptor. Rejected." both for a bad descriptor
+                // and for a revision counter not above the one it holds: ask which.
+                if result
+                    .as_ref()
+                    .err()
+                    .is_some_and(|e| e.contains("Rejected"))
+                {
+                    h.check = Check::Needed;
+                    h.rejected = Some(f.revision);
+                }
             }
             let upload = HsDirUpload {
                 hsdir: h.id.clone(),
@@ -510,6 +570,105 @@ impl Publisher {
                         "descriptor uploaded"
                     );
                 }
+            }
+            return;
+        }
+    }
+
+    /// The revision checks to start: HSDirs that rejected a descriptor are asked what they
+    /// hold.
+    pub fn poll_checks(&mut self) -> Vec<RevisionCheck> {
+        if !self.publishing {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for p in &mut self.periods {
+            let Ok(blind) = &p.plan.blind else { continue };
+            let blind_pk = tor_hscrypto::pk::HsBlindIdKey::from(&**blind);
+            let subcredential = self.master.compute_subcredential(&blind_pk, p.plan.period);
+            for h in &mut p.hsdirs {
+                if h.check == Check::Needed && h.in_flight.is_none() {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    h.check = Check::InFlight(id);
+                    out.push(RevisionCheck {
+                        id,
+                        period: p.plan.period,
+                        hsdir: h.id.clone(),
+                        blind_id: blind_pk.id(),
+                        subcredential,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// A revision check's outcome: the counter the HSDir holds. If it is not below what this
+    /// node would publish, the period's next descriptors go above it (within
+    /// [`MAX_REVISION_JUMP`] of `wall`), and the HSDir is retried at once.
+    pub fn on_revision(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        id: u64,
+        held: Result<u64, String>,
+    ) {
+        for p in &mut self.periods {
+            let Some(h) = p.hsdirs.iter_mut().find(|h| h.check == Check::InFlight(id)) else {
+                continue;
+            };
+            h.check = Check::None;
+            let held = match held {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(hsdir = %h.id, error = %e, "could not read the HSDir's revision");
+                    return;
+                }
+            };
+            let (Ok(blind), Ok(since)) = (&p.plan.blind, wall.duration_since(p.plan.srv_start))
+            else {
+                return;
+            };
+            let from = u32::try_from(since.as_secs())
+                .unwrap_or(u32::MAX)
+                .max(p.min_offset);
+            let slug = crate::hosting::period_slug(p.plan.period);
+            if h.rejected.take().is_none_or(|r| held < r) {
+                // It holds a lower counter than the one it rejected: not a counter problem;
+                // the normal retry stands.
+                return;
+            }
+            let mine = u64::from(descriptor::revision_at_offset(
+                blind,
+                Duration::from_secs(from.into()),
+            ));
+            if held < mine {
+                // Already above it (another HSDir's answer moved the counters on).
+                h.retry_at = Some(now);
+                return;
+            }
+            let limit = from.saturating_add(MAX_REVISION_JUMP.as_secs() as u32);
+            match descriptor::offset_above(blind, held, from, limit) {
+                Some(offset) => {
+                    tracing::warn!(
+                        period = %slug,
+                        hsdir = %h.id,
+                        held,
+                        ahead_s = offset - from,
+                        "an HSDir holds a descriptor with a higher revision counter (a node's \
+                         clock ran ahead?): publishing above it"
+                    );
+                    p.min_offset = offset;
+                    h.retry_at = Some(now);
+                }
+                None => tracing::error!(
+                    period = %slug,
+                    hsdir = %h.id,
+                    held,
+                    "an HSDir holds a revision counter more than a day ahead of this clock: \
+                     it keeps its descriptor until that one expires"
+                ),
             }
             return;
         }

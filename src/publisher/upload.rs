@@ -17,7 +17,7 @@ use tor_netdir::NetDir;
 use tor_rtcompat::Runtime;
 
 use super::reactor::Uploader;
-use super::state::UploadJob;
+use super::state::{RevisionCheck, UploadJob};
 
 /// Concurrent uploads at most (Arti's value).
 const MAX_CONCURRENT: usize = 16;
@@ -169,6 +169,61 @@ impl<R: Runtime> Uploader for ArtiUploader<R> {
                 Ok(r) => r,
                 Err(_) => Err(format!("timed out after {} s", timeout.as_secs())),
             }
+        })
+    }
+
+    fn held_revision(&self, check: RevisionCheck) -> BoxFuture<'static, Result<u64, String>> {
+        let client = Arc::clone(&self.client);
+        let slots = Arc::clone(&self.slots);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let _slot = slots.acquire_owned().await.map_err(|e| e.to_string())?;
+            let netdir = client
+                .dirmgr()
+                .map_err(|e| format!("directory manager: {e}"))?
+                .timely_netdir()
+                .map_err(|e| format!("no usable consensus: {e}"))?;
+            let pool = client
+                .hs_circ_pool()
+                .map_err(|e| format!("circuit pool: {e}"))?;
+            let id = RsaIdentity::from_hex(check.hsdir.trim_start_matches('$'))
+                .ok_or_else(|| format!("not an RSA identity: {}", check.hsdir))?;
+            let relay = netdir
+                .by_id(&id)
+                .ok_or_else(|| "the HSDir is no longer in the consensus".to_string())?;
+            let target = OwnedCircTarget::from_circ_target(&relay);
+            let attempt = async {
+                let tunnel = pool
+                    .get_or_launch_client_dir(&netdir, target)
+                    .await
+                    .map_err(|e| format!("circuit: {e}"))?;
+                let stream = tunnel
+                    .begin_dir_stream()
+                    .await
+                    .map_err(|e| format!("dir stream: {e}"))?;
+                exchange(
+                    client.runtime(),
+                    stream,
+                    &HsDescDownloadRequest::new(check.blind_id),
+                    "fetch",
+                )
+                .await
+            };
+            let text = match tokio::time::timeout(timeout, attempt).await {
+                Ok(r) => r?,
+                Err(_) => return Err(format!("timed out after {} s", timeout.as_secs())),
+            };
+            // Only a descriptor signed under this period's blinded key counts (an HSDir cannot
+            // make one up); its time bounds do not matter here.
+            let desc = tor_netdoc::doc::hsdesc::HsDesc::parse_decrypt_validate(
+                &text,
+                &check.blind_id,
+                &check.subcredential,
+                None,
+            )
+            .map_err(|e| format!("the HSDir's descriptor does not verify: {e}"))?;
+            use tor_checkable::Timebound as _;
+            Ok(u64::from(desc.dangerously_assume_timely().revision()))
         })
     }
 }

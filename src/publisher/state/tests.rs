@@ -68,7 +68,19 @@ impl World {
     fn answer(&mut self, p: &mut Publisher, jobs: &[UploadJob], fail: &[&str]) {
         for j in jobs {
             let r = if fail.contains(&j.hsdir.as_str()) {
-                Err("Invalid HS descriptor. Rejected.".to_string())
+                Err("circuit: timed out".to_string())
+            } else {
+                Ok(())
+            };
+            p.on_outcome(self.now, j.id, r, &mut self.rng);
+        }
+    }
+
+    /// Like `answer`, with C tor's rejection for the HSDirs in `fail`.
+    fn reject(&mut self, p: &mut Publisher, jobs: &[UploadJob], fail: &[&str]) {
+        for j in jobs {
+            let r = if fail.contains(&j.hsdir.as_str()) {
+                Err("HSDir answered: 400 Invalid HS descriptor. Rejected.".to_string())
             } else {
                 Ok(())
             };
@@ -181,10 +193,7 @@ fn a_failing_hsdir_is_retried_alone_with_jittered_growing_backoff() {
         .iter()
         .find(|h| h.hsdir == "h3")
         .unwrap();
-    assert_eq!(
-        h3.error.as_deref(),
-        Some("Invalid HS descriptor. Rejected.")
-    );
+    assert_eq!(h3.error.as_deref(), Some("circuit: timed out"));
     assert!(w.poll(&mut p).is_empty());
     let mut delays = Vec::new();
     for _ in 0..12 {
@@ -352,4 +361,74 @@ fn ring_changes_reach_new_hsdirs_and_forget_old_ones() {
     p.set_own(vec![ipt(2)], true);
     assert!(w.poll(&mut p).is_empty());
     assert_eq!(p.next_wakeup(w.now), None);
+}
+
+/// The audit's aftermath: HSDirs hold a descriptor from a node whose clock ran 15 minutes
+/// ahead, and reject ours ("Rejected"). The publisher asks them what they hold, then
+/// publishes above that counter; later descriptors keep growing. Before, it retried with its
+/// lower counter until wall time caught up, and the HSDirs served the skewed node's intro
+/// points (a dead node's, once it was killed) all along.
+#[test]
+fn an_hsdir_holding_a_higher_revision_is_asked_and_published_above() {
+    let mut w = World::new();
+    let mut p = w.publisher();
+    let view = w.view(8);
+    let srv_start = view.periods[0].srv_start;
+    let blind = view.periods[0].blind.clone().unwrap();
+    p.set_network(view);
+    p.set_role(true);
+    p.set_own(vec![ipt(1)], true);
+    let skewed_offset = w.wall().duration_since(srv_start).unwrap() + S(15 * 60);
+    let held = u64::from(descriptor::revision_at_offset(&blind, skewed_offset));
+    let jobs = w.poll(&mut p);
+    assert!(
+        p.status().periods[0].revision < held,
+        "our clock's counter is lower"
+    );
+    // h2 and h5 hold the skewed descriptor.
+    w.reject(&mut p, &jobs, &["h2", "h5"]);
+    let checks = p.poll_checks();
+    assert_eq!(
+        checks.iter().map(|c| c.hsdir.as_str()).collect::<Vec<_>>(),
+        vec!["h2", "h5"]
+    );
+    assert!(p.poll_checks().is_empty(), "asked once");
+    assert!(w.poll(&mut p).is_empty(), "no upload while asking");
+    let wall = w.wall();
+    p.on_revision(w.now, wall, checks[0].id, Ok(held));
+    p.on_revision(w.now, wall, checks[1].id, Ok(held));
+    let jobs = w.poll(&mut p);
+    assert_eq!(hsdirs(&jobs), vec!["h2", "h5"], "retried at once");
+    let revision = p.status().periods[0].revision;
+    assert!(
+        revision > held,
+        "above the held counter: {revision} > {held}"
+    );
+    w.answer(&mut p, &jobs, &[]);
+    assert_eq!(p.status().periods[0].hsdirs_ok(), 8);
+    // The next batch (new content, 2 s later) is higher still, for every HSDir.
+    w.advance(S(2));
+    p.set_own(vec![ipt(2)], true);
+    let jobs = w.poll(&mut p);
+    assert_eq!(jobs.len(), 8);
+    assert!(p.status().periods[0].revision > revision);
+    // A rejection that is not about the counter (the HSDir holds a lower one) changes
+    // nothing but the usual retry.
+    w.reject(&mut p, &jobs, &["h0"]);
+    let c = p.poll_checks();
+    assert_eq!(c.len(), 1);
+    let before = p.status().periods[0].revision;
+    p.on_revision(w.now, w.wall(), c[0].id, Ok(1));
+    assert!(w.poll(&mut p).is_empty(), "the backoff stands");
+    let at = p.next_wakeup(w.now).unwrap();
+    assert!(at - w.now >= FIRST_BACKOFF);
+    w.advance(at - w.now);
+    let jobs = w.poll(&mut p);
+    assert_eq!(hsdirs(&jobs), vec!["h0"]);
+    assert!(p.status().periods[0].revision > before);
+    // A counter more than a day ahead is not chased.
+    w.reject(&mut p, &jobs, &["h0"]);
+    let c = p.poll_checks();
+    p.on_revision(w.now, w.wall(), c[0].id, Ok(u64::MAX));
+    assert!(w.poll(&mut p).is_empty());
 }
