@@ -51,6 +51,13 @@ enum Command {
         #[arg(short, long, default_value = "rustbalance/rustbalance.toml")]
         config: PathBuf,
     },
+    /// Check the configuration and every key file it names (permissions included) without
+    /// starting anything: exit 0 if `run` would start, else the same error as `run`.
+    CheckConfig {
+        /// Configuration file.
+        #[arg(short, long, default_value = "rustbalance/rustbalance.toml")]
+        config: PathBuf,
+    },
     /// Ask the running node for its status.
     Status {
         /// Configuration file (for the status endpoint's address).
@@ -161,6 +168,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "run it with: rustbalance run -c {}",
                 dir.join(CONFIG_FILE).display()
             );
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let config =
+                Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
+            let report = daemon::preflight(&config)?;
+            println!("configuration OK");
+            println!("node id: {}", report.node_id);
+            println!("master address: {}", report.master);
+            println!("master keys: {}", report.keys);
+            if let Some(k) = report.mesh_public_key {
+                println!("mesh public key: {k}");
+            }
             Ok(())
         }
         Command::Run { config } => {

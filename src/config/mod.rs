@@ -290,10 +290,40 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
         .map(|before| {
             let line = before.matches('\n').count() + 1;
             let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: ")
+            let key = toml_key_at(text, line)
+                .map(|k| format!(" (`{k}`)"))
+                .unwrap_or_default();
+            format!("line {line}, column {column}{key}: ")
         })
         .unwrap_or_default();
     format!("{at}{}", e.message().trim())
+}
+
+/// The dotted key of the `key = …` on line `line` (1-based), with the `[section]` above it:
+/// names, never values.
+fn toml_key_at(text: &str, line: usize) -> Option<String> {
+    let bare = |k: &str| {
+        !k.is_empty()
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let (key, _) = lines.get(line.checked_sub(1)?)?.split_once('=')?;
+    let key = key.trim();
+    if !bare(key) {
+        return None;
+    }
+    let section = lines[..line - 1]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim())
+        .filter(|s| bare(s));
+    Some(match section {
+        Some(s) => format!("{s}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 /// Parses a duration like `10s`, `5m`, `1h 30m`.

@@ -238,6 +238,16 @@ impl RawNode {
     }
 }
 
+/// Why a configured file cannot be used: it does not exist, or is not a regular file (a
+/// directory, a FIFO, a device).
+fn missing_file(p: &Path) -> &'static str {
+    if p.exists() {
+        "not a regular file"
+    } else {
+        "no such file"
+    }
+}
+
 /// Resolves a configured path against the config file's directory.
 fn resolve(base: &Path, p: PathBuf) -> PathBuf {
     if p.is_absolute() {
@@ -260,7 +270,7 @@ impl RawMaster {
             (Some(k), None) => {
                 let k = resolve(base, k);
                 if !k.is_file() {
-                    return Err(invalid("master.key", k.display(), "no such file"));
+                    return Err(invalid("master.key", k.display(), missing_file(&k)));
                 }
                 MasterKeys::Identity(k)
             }
@@ -492,7 +502,7 @@ impl RawTor {
             Some(p) => {
                 let p = resolve(base, p);
                 if !p.is_file() {
-                    return Err(invalid("tor.arti_config", p.display(), "no such file"));
+                    return Err(invalid("tor.arti_config", p.display(), missing_file(&p)));
                 }
                 Some(p)
             }
@@ -594,7 +604,7 @@ impl RawMesh {
             return Err(invalid(
                 "mesh.private_key_file",
                 private_key_file.display(),
-                "no such file",
+                missing_file(&private_key_file),
             ));
         }
         // The token is secret: only its path is ever shown, and it is not read here.
@@ -603,7 +613,7 @@ impl RawMesh {
             return Err(invalid(
                 "mesh.cluster_token_file",
                 cluster_token_file.display(),
-                "no such file",
+                missing_file(&cluster_token_file),
             ));
         }
         let seeds = validate_seeds(self.seeds)?;

@@ -228,6 +228,9 @@ fn a_toml_syntax_error_on_the_target_line_does_not_echo_the_target() {
         assert!(!e.contains("supersecret"), "{e}");
         assert!(e.contains("line 7, column"), "the position is given: {e}");
     }
+    // A type error names the key (from the line), not the value.
+    let e = err(&minimal().replace("id = \"node-a\"", "id = 5"));
+    assert!(e.contains("`node.id`"), "{e}");
 }
 
 #[test]

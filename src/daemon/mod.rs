@@ -100,8 +100,52 @@ pub fn arti_config(config: &Config) -> Result<arti_client::TorClientConfig, Daem
     })
 }
 
+/// What `rustbalance check-config` found: every file the configuration names loads and has
+/// safe permissions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// This node's id.
+    pub node_id: String,
+    /// The master address.
+    pub master: String,
+    /// Where the master keys come from: "identity secret" or "N blinded keys in DIR".
+    pub keys: String,
+    /// This node's mesh public key, with `[mesh]`.
+    pub mesh_public_key: Option<String>,
+}
+
+/// Loads every secret and key file `config` names, as `run` does at start (same checks, same
+/// errors), without starting anything: the master keys (right master, permissions), the mesh
+/// key and cluster token with `[mesh]`, the status access token if set. `run` calls it first.
+pub fn preflight(config: &Config) -> Result<CheckReport, DaemonError> {
+    let keys = match crate::keys::KeySource::load(&config.master)? {
+        crate::keys::KeySource::Identity(_) => "identity secret".to_string(),
+        crate::keys::KeySource::BlindedDir { dir, keys, .. } => {
+            format!("{} blinded keys in {}", keys.len(), dir.display())
+        }
+    };
+    let mesh_public_key = match &config.mesh {
+        Some(mesh) => {
+            let k = crate::keys::load_mesh_keys(&mesh.private_key_file)?;
+            crate::keys::load_cluster_token(&mesh.cluster_token_file)?;
+            Some(k.public_key().to_base64())
+        }
+        None => None,
+    };
+    if let Some(p) = &config.status.access_token_file {
+        crate::keys::load_access_token(p)?;
+    }
+    Ok(CheckReport {
+        node_id: config.node.id.clone(),
+        master: config.master.onion_address.to_string(),
+        keys,
+        mesh_public_key,
+    })
+}
+
 /// Runs the node until `shutdown` turns true.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+    preflight(&config)?;
     let config = Arc::new(config);
     let master = config.master.onion_address.clone();
     let listener = status::bind(config.status.listen).await?;
