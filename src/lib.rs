@@ -2,7 +2,7 @@
 //!
 //! Module map (dependencies point downward only): `cli` → `daemon` (wiring of one node) →
 //! services `publisher` (the publisher reactor), `proxy` (streams to the target), `health`
-//! (the target probe), `membership` (gossip, the agent), `status` (schema and endpoint) → core
+//! (the target probe), `membership` (gossip, the agent), `status` (schema and endpoint), `notify` (systemd notifications) → core
 //! `hosting` (Arti keystore discipline, intro points), `descriptor` (building one descriptor),
 //! `election` (pure publisher election by lease and priority), `config` (validated
 //! configuration), `keys` (master identity, onion addresses, key sources), `mesh` (WireGuard
@@ -20,6 +20,7 @@ pub mod hosting;
 pub mod keys;
 pub mod membership;
 pub mod mesh;
+pub mod notify;
 pub mod proxy;
 pub mod publisher;
 pub mod status;

@@ -8,12 +8,13 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # tor: the private test network. faketime: the clock-skew test runs one node with its wall
-# clock 15 minutes ahead (libfaketime).
+# clock 15 minutes ahead (libfaketime). systemd: systemd-analyze checks the unit offline.
 if ! command -v tor >/dev/null || ! command -v tor-gencert >/dev/null \
-  || [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ]; then
-  echo "== installing Debian's tor and faketime"
+  || [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] \
+  || ! command -v systemd-analyze >/dev/null; then
+  echo "== installing Debian's tor, faketime and systemd (systemd-analyze)"
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq tor faketime >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq tor faketime systemd >/dev/null
 fi
 if ! command -v cargo >/dev/null; then
   echo "cargo (Rust >= 1.92, with rustfmt and clippy) is required; install it with rustup" >&2
@@ -27,6 +28,25 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo build"
 cargo build --workspace --lib --bins --tests
+
+echo "== systemd unit (testing/rustbalance.service)"
+if command -v systemd-analyze >/dev/null; then
+  unit_dir=$(mktemp -d)
+  # verify checks that ExecStart exists: point it at the binary just built.
+  sed "s#/usr/local/bin/rustbalance#$PWD/target/debug/rustbalance#g" testing/rustbalance.service \
+    > "$unit_dir/rustbalance.service"
+  systemd-analyze verify "$unit_dir/rustbalance.service"
+  score_line=$(systemd-analyze security --offline=true "$unit_dir/rustbalance.service" | tail -n 1)
+  echo "$score_line"
+  score=$(echo "$score_line" | sed -n 's/.*: \([0-9.]*\) .*/\1/p')
+  rm -rf "$unit_dir"
+  # Debian's onionbalance.service scores 2.0; ours must stay below.
+  awk -v s="$score" 'BEGIN { exit !(s != "" && s < 2.0) }' \
+    || { echo "systemd exposure score '$score' is not below 2.0" >&2; exit 1; }
+else
+  echo "systemd-analyze missing after the install step" >&2
+  exit 1
+fi
 
 export RUSTBALANCE_TESTNET_DIR="$PWD/target/testnet"
 # A network left behind by an interrupted run is stopped first (only its own PIDs).

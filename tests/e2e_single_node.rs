@@ -389,3 +389,72 @@ fn the_descriptor_a_c_tor_client_uses_lists_exactly_this_nodes_intro_points() {
     );
     assert!(!served.is_empty() && served.len() <= 20);
 }
+
+/// systemd's `Type=notify` protocol as systemd speaks it, through a real `NOTIFY_SOCKET`:
+/// status lines while Arti bootstraps, `READY=1` once the master service runs (and the node,
+/// without seeds, needs no mesh), watchdog pings with `WATCHDOG_USEC` set, `STOPPING=1` on
+/// SIGTERM.
+#[test]
+fn systemd_hears_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let net = testnet::fixture::shared().expect("private Tor network");
+    let mut node = Node::init("notify", &net.target.http.to_string(), net);
+    let sock_path = node.dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    node.start_with_env(&[
+        ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "2000000"),
+    ]);
+    let mut heard: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    fn listen(
+        sock: &UnixDatagram,
+        heard: &mut Vec<String>,
+        buf: &mut [u8],
+        until: impl Fn(&[String]) -> bool,
+        limit: Duration,
+    ) {
+        let t0 = Instant::now();
+        while !until(heard) {
+            assert!(t0.elapsed() < limit, "systemd heard only {heard:?}");
+            if let Ok(n) = sock.recv(buf) {
+                heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    }
+    listen(
+        &sock,
+        &mut heard,
+        &mut buf,
+        |h| h.iter().any(|m| m.lines().any(|l| l == "READY=1")),
+        Duration::from_secs(120),
+    );
+    assert!(
+        heard
+            .iter()
+            .any(|m| m.contains("STATUS=Arti bootstrapping")),
+        "status lines while bootstrapping: {heard:?}"
+    );
+    let ready = heard.iter().find(|m| m.contains("READY=1")).unwrap();
+    assert!(
+        ready.contains("STATUS=serving the master address"),
+        "{ready}"
+    );
+    listen(
+        &sock,
+        &mut heard,
+        &mut buf,
+        |h| h.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2,
+        Duration::from_secs(10),
+    );
+    let code = node.stop();
+    assert!(code.success(), "clean stop: {code:?}");
+    while let Ok(n) = sock.recv(&mut buf) {
+        heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        heard.iter().any(|m| m.contains("STOPPING=1")),
+        "STOPPING=1 on SIGTERM: {heard:?}"
+    );
+}

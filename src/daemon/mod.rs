@@ -68,6 +68,39 @@ pub enum DaemonError {
     Launch(String),
 }
 
+/// How long a node with seeds waits to see a member before it says it is ready anyway (its
+/// service runs; the mesh may form later).
+const READY_WITHOUT_MESH_AFTER: Duration = Duration::from_secs(60);
+
+/// Tells systemd the node is ready once it is in its mesh: at once for a node without seeds
+/// (the first of a cluster, or a single node), else when a member is live, or after
+/// [`READY_WITHOUT_MESH_AFTER`] with a warning.
+async fn announce_ready(
+    mut mesh: watch::Receiver<Option<crate::membership::MeshStatus>>,
+    has_seeds: bool,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if has_seeds {
+        crate::notify::status("master onion service launched; joining the mesh");
+        let joined = mesh.wait_for(|m| m.as_ref().is_some_and(|m| m.live_members().count() > 0));
+        tokio::select! {
+            r = tokio::time::timeout(READY_WITHOUT_MESH_AFTER, joined) => {
+                if r.is_err() {
+                    tracing::warn!("no mesh member reached yet; ready anyway (serving on this node's own intro points)");
+                }
+            }
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+    let members = mesh
+        .borrow()
+        .as_ref()
+        .map_or(0, |m| m.live_members().count());
+    crate::notify::ready(&format!(
+        "serving the master address; {members} mesh members live"
+    ));
+}
+
 fn arti(what: &'static str) -> impl FnOnce(arti_client::Error) -> DaemonError {
     move |source| DaemonError::Arti { what, source }
 }
@@ -183,6 +216,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             let now = format!("{ev}");
             if now != last {
                 tracing::info!(progress = %now, "bootstrapping");
+                crate::notify::status(&format!("Arti bootstrapping: {now}"));
                 last = now;
             }
             if ev.ready_for_traffic() {
@@ -230,6 +264,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     }
     tracing::info!(address = %master, "master onion service launched");
     cluster.set_health(crate::membership::Health::Healthy);
+    tokio::spawn(announce_ready(
+        cluster.status(),
+        config.mesh.as_ref().is_some_and(|m| !m.seeds.is_empty()),
+        shutdown.clone(),
+    ));
 
     let proxy = Proxy::from_config(&config.target, &client, shutdown.clone());
     let (target_up_tx, target_up) = watch::channel(true);
@@ -258,6 +297,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         shutdown,
     )
     .await;
+    crate::notify::stopping();
     cluster.stopped().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), health_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), streams_task).await;

@@ -110,6 +110,7 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
             }
             _ = shutdown.wait_for(|s| *s) => break,
         }
+        crate::notify::watchdog();
         snapshot.role = if *role.borrow_and_update() == election::Role::Publisher {
             Role::Publisher
         } else {

@@ -156,7 +156,8 @@ impl Node {
         ]);
     }
 
-    fn start_with_env(&mut self, env: &[(&str, &str)]) {
+    /// Starts the daemon with extra environment variables.
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         self.starts += 1;
         let log = std::fs::OpenOptions::new()
             .create(true)
