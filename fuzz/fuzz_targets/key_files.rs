@@ -1,0 +1,93 @@
+//! Fuzzes every key-file reader: whatever bytes a key file holds, loading gives a key or an
+//! error naming the file, never a panic, and an error never contains the file's bytes.
+//!
+//! The input is written (mode 0600) as: a master identity file (C tor format or PKCS8 PEM,
+//! chosen by its first bytes as the daemon does), a mesh private key, a cluster token, a
+//! status access token, and the one file of a blinded-key directory.
+
+#![no_main]
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use rustbalance::keys::{
+    load_access_token, load_blinded_dir, load_cluster_token, load_identity, load_mesh_keys,
+    OnionAddress,
+};
+
+fn dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("rb-fuzz-keys-{}", std::process::id()));
+        std::fs::create_dir_all(d.join("blinded")).unwrap();
+        d
+    })
+}
+
+fn master() -> &'static OnionAddress {
+    static M: OnceLock<OnionAddress> = OnceLock::new();
+    M.get_or_init(|| {
+        "coaay4girgmvjbmaw6tlsbq7cmxpvwpnew5vbglx4cor2r5xpqhcdoyd.onion"
+            .parse()
+            .unwrap()
+    })
+}
+
+fn write(path: &Path, data: &[u8]) {
+    std::fs::write(path, data).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A long enough run of the input that must not show up in an error message.
+fn leaks(err: &str, data: &[u8]) -> bool {
+    data.len() >= 12
+        && std::str::from_utf8(data)
+            .ok()
+            .map(str::trim)
+            .is_some_and(|t| t.len() >= 12 && err.contains(t))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let d = dir();
+    let file = d.join("key");
+    write(&file, data);
+    if let Err(e) = load_identity(&file) {
+        assert!(!leaks(&e.to_string(), data), "identity error leaks: {e}");
+    }
+    if let Err(e) = load_mesh_keys(&file) {
+        assert!(!leaks(&e.to_string(), data), "mesh key error leaks: {e}");
+    }
+    if let Err(e) = load_cluster_token(&file) {
+        assert!(!leaks(&e.to_string(), data), "token error leaks: {e}");
+    }
+    if let Err(e) = load_access_token(&file) {
+        assert!(
+            !leaks(&e.to_string(), data),
+            "access token error leaks: {e}"
+        );
+    }
+    // One blinded-key file, named after the period its bytes 64..80 claim (so the checks
+    // past the name are reached), with the master's public key spliced in at 32..64 when the
+    // input is long enough (so the checks past the master are reached too).
+    let blinded = d.join("blinded");
+    for entry in std::fs::read_dir(&blinded).unwrap() {
+        let _ = std::fs::remove_file(entry.unwrap().path());
+    }
+    let mut body = data.to_vec();
+    if body.len() >= 64 {
+        body[32..64].copy_from_slice(master().public_key().as_ref().as_bytes());
+    }
+    let name = match (body.get(64..72), body.get(72..76), body.get(76..80)) {
+        (Some(i), Some(l), Some(o)) => format!(
+            "blinded-{}_{}_{}.key",
+            u64::from_be_bytes(i.try_into().unwrap()),
+            u32::from_be_bytes(l.try_into().unwrap()),
+            u32::from_be_bytes(o.try_into().unwrap())
+        ),
+        _ => "blinded-1_1440_43200.key".to_string(),
+    };
+    write(&blinded.join(name), &body);
+    let _ = load_blinded_dir(&blinded, master());
+});
