@@ -407,17 +407,7 @@ fn a_real_publisher_gets_past_a_skewed_nodes_higher_revision() {
     );
     s.start_with_clock_offset("+15m");
     let skewed = s.wait_published();
-    let skewed_revs: Vec<(String, u64)> = skewed["periods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["period"].as_str().unwrap().to_string(),
-                p["revision"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let skewed_revs = revisions(&skewed);
     s.kill9();
     a.start();
     let t0 = Instant::now();

@@ -126,17 +126,7 @@ fn three_nodes_one_merged_descriptor_failover_keeps_clients_served() {
     // Kill the publisher: b takes over and publishes a descriptor without a's intro points,
     // with revision counters above a's.
     let a_keys = own_auth_keys(&nodes[0]);
-    let a_revisions: Vec<(String, u64)> = nodes[0].node.status().unwrap()["periods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["period"].as_str().unwrap().to_string(),
-                p["revision"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let a_revisions = revisions(&nodes[0].node.status().unwrap());
     let killed = Instant::now();
     nodes[0].node.kill9();
     let gone = wait_for(LIMIT, "a's intro points leave the descriptor", || {

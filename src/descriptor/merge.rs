@@ -239,6 +239,27 @@ pub fn merged_windows<T: Clone, K: PartialEq>(
     out
 }
 
+/// The wire form of an intro point on relay `relay` (RSA identity: 20 times that byte), with
+/// real, random keys: for tests here and above.
+#[cfg(test)]
+pub(crate) fn test_ipt_wire(relay: u8) -> IptWire {
+    let auth = ed25519::Keypair::generate(&mut rand::rng()).verifying_key();
+    IptWire {
+        link_specifiers: [
+            &[0u8, 6][..],
+            &[127, 0, 0, 1, 0x3e, 0x80],
+            &[2, 20],
+            &[relay; 20],
+        ]
+        .concat(),
+        onion_key: [1; 32],
+        auth_key: auth.to_bytes(),
+        // A real x25519 key: descriptor building converts it to ed25519 for a certificate.
+        enc_key: curve25519::PublicKey::from(&curve25519::StaticSecret::from([relay; 32]))
+            .to_bytes(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,19 +422,7 @@ mod tests {
 
     #[test]
     fn wire_form_round_trips_and_bad_input_is_refused() {
-        let auth = ed25519::Keypair::generate(&mut rand::rng()).verifying_key();
-        let w = IptWire {
-            link_specifiers: [
-                &[0u8, 6][..],
-                &[127, 0, 0, 1, 0x3e, 0x80],
-                &[2, 20],
-                &[7; 20],
-            ]
-            .concat(),
-            onion_key: [1; 32],
-            auth_key: auth.to_bytes(),
-            enc_key: [3; 32],
-        };
+        let w = test_ipt_wire(7);
         let d = ipt_from_wire(&w).unwrap();
         assert_eq!(d.link_specifiers().len(), 2);
         assert_eq!(ipt_to_wire(&d), w);

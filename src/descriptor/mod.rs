@@ -28,6 +28,8 @@ use tor_protover::Protocols;
 use tor_units::IntegerMinutes;
 
 mod merge;
+#[cfg(test)]
+pub(crate) use merge::test_ipt_wire;
 pub use merge::{intro_relay, ipt_from_wire, ipt_to_wire, merged_windows, pick_window, IptWire};
 
 /// Clients use at most this many intro points of a descriptor.
@@ -280,24 +282,7 @@ mod tests {
 
     /// One intro point with made-up (well-formed) relay details.
     fn intro_point() -> IntroPointDesc {
-        let auth = ed25519::Keypair::generate(&mut rand::rng()).verifying_key();
-        ipt_from_wire(&IptWire {
-            link_specifiers: [
-                &[0u8, 6][..],
-                &[127, 0, 0, 1, 0x3e, 0x80],
-                &[2, 20],
-                &[7; 20],
-            ]
-            .concat(),
-            onion_key: [1; 32],
-            auth_key: auth.to_bytes(),
-            // A real x25519 key: the builder converts it to ed25519 for the certificate.
-            enc_key: tor_llcrypto::pk::curve25519::PublicKey::from(
-                &tor_llcrypto::pk::curve25519::StaticSecret::from([9; 32]),
-            )
-            .to_bytes(),
-        })
-        .unwrap()
+        ipt_from_wire(&merge::test_ipt_wire(9)).unwrap()
     }
 
     #[test]

@@ -424,15 +424,19 @@ fn gossip_with_a_future_boot_or_a_far_future_lease_is_refused() {
         dst: a_id,
         message: foca::Message::Gossip,
     };
-    let mut body = Vec::new();
-    foca::PostcardCodec
-        .encode_header(&header, &mut body)
-        .unwrap();
-    body.extend_from_slice(&1u16.to_be_bytes());
-    foca::PostcardCodec
-        .encode_member(&foca::Member::alive(forged), &mut body)
-        .unwrap();
-    let datagram = wire::encode(Kind::Swim, now, &body).unwrap();
+    // A SWIM packet as foca lays it out: header, a u16 count, the updates.
+    let gossip = |update: MemberId| {
+        let mut body = Vec::new();
+        foca::PostcardCodec
+            .encode_header(&header, &mut body)
+            .unwrap();
+        body.extend_from_slice(&1u16.to_be_bytes());
+        foca::PostcardCodec
+            .encode_member(&foca::Member::alive(update), &mut body)
+            .unwrap();
+        wire::encode(Kind::Swim, now, &body).unwrap()
+    };
+    let datagram = gossip(forged);
     let before = s.agent(a).unwrap().membership_ref().counters();
     s.agent_mut(a)
         .unwrap()
@@ -443,15 +447,7 @@ fn gossip_with_a_future_boot_or_a_far_future_lease_is_refused() {
     assert_eq!(view(&s, c).id.boot, c_id.boot, "c's identity untouched");
 
     // The same packet with an honest update is taken (the check is not refusing everything).
-    let mut body = Vec::new();
-    foca::PostcardCodec
-        .encode_header(&header, &mut body)
-        .unwrap();
-    body.extend_from_slice(&1u16.to_be_bytes());
-    foca::PostcardCodec
-        .encode_member(&foca::Member::alive(c_id.clone()), &mut body)
-        .unwrap();
-    let datagram = wire::encode(Kind::Swim, now, &body).unwrap();
+    let datagram = gossip(c_id.clone());
     s.agent_mut(a)
         .unwrap()
         .membership()

@@ -6,12 +6,12 @@ use std::time::{Duration, SystemTime};
 
 use tor_hscrypto::pk::HsIdKeypair;
 use tor_hscrypto::time::TimePeriod;
-use tor_llcrypto::pk::{curve25519, ed25519};
+use tor_llcrypto::pk::ed25519;
 use tor_netdoc::doc::hsdesc::IntroPointDesc;
 
 use super::select::NodeIntroPoints;
 use super::state::{NetworkView, PeriodPlan};
-use crate::descriptor::{self, Capabilities, IptWire};
+use crate::descriptor::{self, Capabilities};
 
 /// A fixed master identity.
 pub fn identity() -> HsIdKeypair {
@@ -42,21 +42,7 @@ pub fn view(id: &HsIdKeypair, period: TimePeriod, wall: SystemTime, hsdirs: usiz
 
 /// An intro point on relay `relay` (its RSA identity is 20 times that byte), real keys.
 pub fn ipt(relay: u8) -> IntroPointDesc {
-    let auth = ed25519::Keypair::generate(&mut rand::rng()).verifying_key();
-    descriptor::ipt_from_wire(&IptWire {
-        link_specifiers: [
-            &[0u8, 6][..],
-            &[127, 0, 0, 1, 0x3e, 0x80],
-            &[2, 20],
-            &[relay; 20],
-        ]
-        .concat(),
-        onion_key: [1; 32],
-        auth_key: auth.to_bytes(),
-        enc_key: curve25519::PublicKey::from(&curve25519::StaticSecret::from([relay; 32]))
-            .to_bytes(),
-    })
-    .unwrap()
+    descriptor::ipt_from_wire(&descriptor::test_ipt_wire(relay)).unwrap()
 }
 
 /// Another node with intro points on `relays`.

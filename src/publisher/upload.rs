@@ -126,8 +126,21 @@ impl<R: Runtime> ArtiUploader<R> {
     }
 }
 
-impl<R: Runtime> Uploader for ArtiUploader<R> {
-    fn upload(&self, job: UploadJob) -> BoxFuture<'static, Result<(), String>> {
+impl<R: Runtime> ArtiUploader<R> {
+    /// One directory request to the HSDir `hsdir` (RSA identity, hex): waits for a slot,
+    /// finds the HSDir in the current consensus, opens a directory stream over an
+    /// onion-service circuit (`upload`) or a client one, sends `req` and returns the answer,
+    /// all within the timeout.
+    fn ask<Q>(
+        &self,
+        hsdir: String,
+        upload: bool,
+        req: Q,
+        what: &'static str,
+    ) -> BoxFuture<'static, Result<String, String>>
+    where
+        Q: tor_dirclient::request::Requestable + Send + Sync + 'static,
+    {
         let client = Arc::clone(&self.client);
         let slots = Arc::clone(&self.slots);
         let timeout = self.timeout;
@@ -141,29 +154,24 @@ impl<R: Runtime> Uploader for ArtiUploader<R> {
             let pool = client
                 .hs_circ_pool()
                 .map_err(|e| format!("circuit pool: {e}"))?;
-            let id = RsaIdentity::from_hex(job.hsdir.trim_start_matches('$'))
-                .ok_or_else(|| format!("not an RSA identity: {}", job.hsdir))?;
+            let id = RsaIdentity::from_hex(hsdir.trim_start_matches('$'))
+                .ok_or_else(|| format!("not an RSA identity: {hsdir}"))?;
             let relay = netdir
                 .by_id(&id)
                 .ok_or_else(|| "the HSDir is no longer in the consensus".to_string())?;
             let target = OwnedCircTarget::from_circ_target(&relay);
             let attempt = async {
-                let tunnel = pool
-                    .get_or_launch_svc_dir(&netdir, target)
-                    .await
-                    .map_err(|e| format!("circuit: {e}"))?;
-                let stream = tunnel
-                    .begin_dir_stream()
-                    .await
-                    .map_err(|e| format!("dir stream: {e}"))?;
-                exchange(
-                    client.runtime(),
-                    stream,
-                    &HsDescUploadRequest::new(job.text),
-                    "upload",
-                )
-                .await
-                .map(drop)
+                let circuit = |e: tor_circmgr::Error| format!("circuit: {e}");
+                let dir_stream = |e: tor_circmgr::Error| format!("dir stream: {e}");
+                let stream = if upload {
+                    let tunnel = pool.get_or_launch_svc_dir(&netdir, target).await;
+                    tunnel.map_err(circuit)?.begin_dir_stream().await
+                } else {
+                    let tunnel = pool.get_or_launch_client_dir(&netdir, target).await;
+                    tunnel.map_err(circuit)?.begin_dir_stream().await
+                }
+                .map_err(dir_stream)?;
+                exchange(client.runtime(), stream, &req, what).await
             };
             match tokio::time::timeout(timeout, attempt).await {
                 Ok(r) => r,
@@ -171,48 +179,28 @@ impl<R: Runtime> Uploader for ArtiUploader<R> {
             }
         })
     }
+}
+
+impl<R: Runtime> Uploader for ArtiUploader<R> {
+    fn upload(&self, job: UploadJob) -> BoxFuture<'static, Result<(), String>> {
+        let answer = self.ask(
+            job.hsdir,
+            true,
+            HsDescUploadRequest::new(job.text),
+            "upload",
+        );
+        Box::pin(async move { answer.await.map(drop) })
+    }
 
     fn held_revision(&self, check: RevisionCheck) -> BoxFuture<'static, Result<u64, String>> {
-        let client = Arc::clone(&self.client);
-        let slots = Arc::clone(&self.slots);
-        let timeout = self.timeout;
+        let answer = self.ask(
+            check.hsdir,
+            false,
+            HsDescDownloadRequest::new(check.blind_id),
+            "fetch",
+        );
         Box::pin(async move {
-            let _slot = slots.acquire_owned().await.map_err(|e| e.to_string())?;
-            let netdir = client
-                .dirmgr()
-                .map_err(|e| format!("directory manager: {e}"))?
-                .timely_netdir()
-                .map_err(|e| format!("no usable consensus: {e}"))?;
-            let pool = client
-                .hs_circ_pool()
-                .map_err(|e| format!("circuit pool: {e}"))?;
-            let id = RsaIdentity::from_hex(check.hsdir.trim_start_matches('$'))
-                .ok_or_else(|| format!("not an RSA identity: {}", check.hsdir))?;
-            let relay = netdir
-                .by_id(&id)
-                .ok_or_else(|| "the HSDir is no longer in the consensus".to_string())?;
-            let target = OwnedCircTarget::from_circ_target(&relay);
-            let attempt = async {
-                let tunnel = pool
-                    .get_or_launch_client_dir(&netdir, target)
-                    .await
-                    .map_err(|e| format!("circuit: {e}"))?;
-                let stream = tunnel
-                    .begin_dir_stream()
-                    .await
-                    .map_err(|e| format!("dir stream: {e}"))?;
-                exchange(
-                    client.runtime(),
-                    stream,
-                    &HsDescDownloadRequest::new(check.blind_id),
-                    "fetch",
-                )
-                .await
-            };
-            let text = match tokio::time::timeout(timeout, attempt).await {
-                Ok(r) => r?,
-                Err(_) => return Err(format!("timed out after {} s", timeout.as_secs())),
-            };
+            let text = answer.await?;
             // Only a descriptor signed under this period's blinded key counts (an HSDir cannot
             // make one up); its time bounds do not matter here.
             let desc = tor_netdoc::doc::hsdesc::HsDesc::parse_decrypt_validate(

@@ -461,6 +461,21 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// Each period's revision counter in a status (`period slug`, `revision`).
+pub fn revisions(status: &serde_json::Value) -> Vec<(String, u64)> {
+    status["periods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["period"].as_str().unwrap_or_default().to_string(),
+                p["revision"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
 /// The auth keys (hex) of a node's own intro points, from its status.
 pub fn own_auth_keys(n: &ClusterNode) -> BTreeSet<String> {
     n.node

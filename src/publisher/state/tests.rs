@@ -65,22 +65,25 @@ impl World {
         p.poll(now, wall, &mut self.rng)
     }
 
+    /// Answers every job: the HSDirs in `fail` time out, the others accept.
     fn answer(&mut self, p: &mut Publisher, jobs: &[UploadJob], fail: &[&str]) {
-        for j in jobs {
-            let r = if fail.contains(&j.hsdir.as_str()) {
-                Err("circuit: timed out".to_string())
-            } else {
-                Ok(())
-            };
-            p.on_outcome(self.now, j.id, r, &mut self.rng);
-        }
+        self.answer_with(p, jobs, fail, "circuit: timed out");
     }
 
     /// Like `answer`, with C tor's rejection for the HSDirs in `fail`.
     fn reject(&mut self, p: &mut Publisher, jobs: &[UploadJob], fail: &[&str]) {
+        self.answer_with(
+            p,
+            jobs,
+            fail,
+            "HSDir answered: 400 Invalid HS descriptor. Rejected.",
+        );
+    }
+
+    fn answer_with(&mut self, p: &mut Publisher, jobs: &[UploadJob], fail: &[&str], error: &str) {
         for j in jobs {
             let r = if fail.contains(&j.hsdir.as_str()) {
-                Err("HSDir answered: 400 Invalid HS descriptor. Rejected.".to_string())
+                Err(error.to_string())
             } else {
                 Ok(())
             };
@@ -103,6 +106,18 @@ impl World {
         r.sort();
         r
     }
+}
+
+/// A publisher that has published one intro point to 8 HSDirs, all accepted.
+fn published() -> (World, Publisher) {
+    let mut w = World::new();
+    let mut p = w.publisher();
+    p.set_network(w.view(8));
+    p.set_role(true);
+    p.set_own(vec![ipt(1)], true);
+    let jobs = w.poll(&mut p);
+    w.answer(&mut p, &jobs, &[]);
+    (w, p)
 }
 
 fn hsdirs(jobs: &[UploadJob]) -> Vec<String> {
@@ -148,13 +163,7 @@ fn first_publication_as_soon_as_intro_points_exist_then_quiet_until_refresh() {
 
 #[test]
 fn changes_are_coalesced_into_one_upload_per_hsdir() {
-    let mut w = World::new();
-    let mut p = w.publisher();
-    p.set_network(w.view(8));
-    p.set_role(true);
-    p.set_own(vec![ipt(1)], true);
-    let jobs = w.poll(&mut p);
-    w.answer(&mut p, &jobs, &[]);
+    let (mut w, mut p) = published();
     // Three changes within the gap.
     for (k, relays) in [[1u8, 2], [1, 3], [1, 4]].iter().enumerate() {
         w.advance(Duration::from_millis(200));
@@ -335,13 +344,7 @@ fn a_clock_off_the_consensus_publishes_nothing_and_says_why() {
 
 #[test]
 fn ring_changes_reach_new_hsdirs_and_forget_old_ones() {
-    let mut w = World::new();
-    let mut p = w.publisher();
-    p.set_network(w.view(8));
-    p.set_role(true);
-    p.set_own(vec![ipt(1)], true);
-    let jobs = w.poll(&mut p);
-    w.answer(&mut p, &jobs, &[]);
+    let (mut w, mut p) = published();
     w.advance(S(5));
     let mut view = w.view(8);
     view.periods[0].hsdirs[0] = "h9".into();
