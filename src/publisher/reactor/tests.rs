@@ -56,6 +56,7 @@ impl Uploader for FakeHsDirs {
             if hang {
                 std::future::pending::<()>().await;
             }
+            // The HSDir's answer takes 200 ms of the (paused, simulated) clock.
             tokio::time::sleep(Duration::from_millis(200)).await;
             guard.done = true;
             drop(guard);
@@ -131,12 +132,25 @@ fn start(hang: bool) -> Harness {
     }
 }
 
+/// Moves the paused clock on by `d`, in 10 ms steps, letting every task run at each step.
+async fn advance(d: Duration) {
+    let step = Duration::from_millis(10);
+    let mut left = d;
+    while !left.is_zero() {
+        let s = step.min(left);
+        tokio::time::advance(s).await;
+        tokio::task::yield_now().await;
+        left -= s;
+    }
+}
+
+/// Advances the paused clock until `ok`, at most 10 s of simulated time.
 async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     for _ in 0..1000 {
         if ok() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        advance(Duration::from_millis(10)).await;
     }
     panic!("not within 10 s: {what}");
 }
@@ -170,14 +184,14 @@ async fn losing_the_role_cancels_uploads_in_flight_within_a_second() {
     .await;
     assert_eq!(h.hsdirs.cancelled.load(Ordering::SeqCst), 0);
     h.role.send_replace(Role::Standby);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    advance(Duration::from_secs(1)).await;
     assert_eq!(
         h.hsdirs.cancelled.load(Ordering::SeqCst),
         8,
         "every upload in flight cancelled within 1 s"
     );
     // And no new upload starts while standing by.
-    tokio::time::sleep(Duration::from_secs(600)).await;
+    advance(Duration::from_secs(600)).await;
     assert_eq!(h.hsdirs.started.lock().unwrap().len(), 8);
     assert!(
         h.status.borrow().periods[0].hsdirs.is_empty(),
