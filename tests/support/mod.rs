@@ -529,6 +529,18 @@ impl HsDirs {
         HsDirs { runtime, client }
     }
 
+    /// How long the current time period has left, by the poller's consensus (`None` before it
+    /// has one). The test network's periods last 6 minutes: a test that must not see clients
+    /// switch periods mid-way waits for a fresh one.
+    pub fn period_left(&self) -> Option<Duration> {
+        let netdir = self.client.dirmgr().ok()?.timely_netdir().ok()?;
+        let end = netdir.hs_time_period().range().ok()?.end;
+        Some(
+            end.duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO),
+        )
+    }
+
     /// The intro points' auth keys (hex) of the descriptors served now for the current period
     /// by every HSDir a client may ask, if all that answer agree; `None` while they differ
     /// (an upload still under way) or none answers.
