@@ -73,11 +73,7 @@ fn three_nodes_one_merged_descriptor_failover_keeps_clients_served() {
         wait_for(
             LIMIT,
             "the next period's descriptor lists every node",
-            || {
-                let own: Vec<BTreeSet<String>> = nodes.iter().map(own_auth_keys).collect();
-                let d = hsdirs.descriptor(&address)?;
-                serves_every_node(&d, &own).then_some(())
-            },
+            || every_node_served(&nodes, &hsdirs, &address),
         );
     }
     // A client with fresh circuits per request reaches the target through every node.
@@ -180,11 +176,7 @@ fn three_nodes_one_merged_descriptor_failover_keeps_clients_served() {
     wait_for(
         LIMIT,
         "all three nodes' intro points are served again",
-        || {
-            let own: Vec<BTreeSet<String>> = nodes.iter().map(own_auth_keys).collect();
-            let d = hsdirs.descriptor(&address)?;
-            serves_every_node(&d, &own).then_some(())
-        },
+        || every_node_served(&nodes, &hsdirs, &address),
     );
     std::thread::sleep(Duration::from_secs(5));
     let (ok, failed) = client.finish();
@@ -198,6 +190,13 @@ fn three_nodes_one_merged_descriptor_failover_keeps_clients_served() {
         rate >= 0.9,
         "clients keep being served through the kills: {ok} ok, {failed} failed"
     );
+}
+
+/// `Some` when the HSDirs agree on a descriptor listing an intro point of every node.
+fn every_node_served(nodes: &[ClusterNode], hsdirs: &HsDirs, address: &str) -> Option<()> {
+    let own: Vec<BTreeSet<String>> = nodes.iter().map(own_auth_keys).collect();
+    let d = hsdirs.descriptor(address)?;
+    serves_every_node(&d, &own).then_some(())
 }
 
 /// A TCP target that can be taken down and brought back on the same port.

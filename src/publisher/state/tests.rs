@@ -109,13 +109,19 @@ impl World {
     }
 }
 
-/// A publisher that has published one intro point to 8 HSDirs, all accepted.
-fn published() -> (World, Publisher) {
-    let mut w = World::new();
+/// A publisher with 8 HSDirs and one intro point of its own, nothing uploaded yet.
+fn publishing() -> (World, Publisher) {
+    let w = World::new();
     let mut p = w.publisher();
     p.set_network(w.view(8));
     p.set_role(true);
     p.set_own(vec![ipt(1)], true);
+    (w, p)
+}
+
+/// A publisher that has published one intro point to 8 HSDirs, all accepted.
+fn published() -> (World, Publisher) {
+    let (mut w, mut p) = publishing();
     let jobs = w.poll(&mut p);
     w.answer(&mut p, &jobs, &[]);
     (w, p)
@@ -189,11 +195,7 @@ fn changes_are_coalesced_into_one_upload_per_hsdir() {
 
 #[test]
 fn a_failing_hsdir_is_retried_alone_with_jittered_growing_backoff() {
-    let mut w = World::new();
-    let mut p = w.publisher();
-    p.set_network(w.view(8));
-    p.set_role(true);
-    p.set_own(vec![ipt(1)], true);
+    let (mut w, mut p) = publishing();
     let jobs = w.poll(&mut p);
     w.answer(&mut p, &jobs, &["h3"]);
     let st = p.status();
@@ -277,11 +279,7 @@ fn losing_the_role_abandons_uploads_in_flight_and_taking_it_publishes_at_once() 
 
 #[test]
 fn merge_lists_healthy_nodes_only_unless_none_is() {
-    let mut w = World::new();
-    let mut p = w.publisher();
-    p.set_network(w.view(8));
-    p.set_role(true);
-    p.set_own(vec![ipt(1)], true);
+    let (mut w, mut p) = publishing();
     p.set_peers(vec![peer("b", false, &[2]), peer("c", true, &[3])]);
     let jobs = w.poll(&mut p);
     assert_eq!(w.listed(&jobs[0]), vec![1, 3], "b is unhealthy: left out");
