@@ -17,6 +17,7 @@ pub mod descriptor;
 pub mod election;
 pub mod health;
 pub mod hosting;
+pub mod join;
 pub mod keys;
 pub mod membership;
 pub mod mesh;

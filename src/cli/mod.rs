@@ -44,6 +44,57 @@ enum Command {
         /// Status endpoint address.
         #[arg(long, default_value = "127.0.0.1:9191")]
         status_listen: String,
+        /// This node's mesh endpoint (IP:port, reachable by the other nodes over UDP): makes the
+        /// node the first of a cluster (cluster token, mesh key, `[mesh]`) and prints a join line.
+        #[arg(long)]
+        endpoint: Option<std::net::SocketAddr>,
+        /// The mesh's UDP listen address (default: 0.0.0.0 and the endpoint's port).
+        #[arg(long, requires = "endpoint")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Print a fresh join line for this cluster (from the node's configuration: its cluster
+    /// token and master address). Any running node of the cluster accepts it.
+    Invite {
+        /// Configuration file.
+        #[arg(short, long, default_value = "rustbalance/rustbalance.toml")]
+        config: PathBuf,
+        /// How long the line is valid.
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+        /// How many nodes may join with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+    },
+    /// Join a cluster: reach the master address over Tor with a join line, receive the cluster's
+    /// token, members and master keys, and write this node's directory. Then `run` it.
+    Join {
+        /// The join line (or `-` to read it from standard input; a line in argv is visible to
+        /// other local users while `join` runs: prefer --line-file or stdin).
+        line: Option<String>,
+        /// Read the join line from this file.
+        #[arg(long, conflicts_with = "line")]
+        line_file: Option<PathBuf>,
+        /// Where the target is: host:port, or <address>.onion:port.
+        #[arg(long)]
+        target: String,
+        /// This node's mesh endpoint (IP:port, reachable by the other nodes over UDP).
+        #[arg(long)]
+        endpoint: std::net::SocketAddr,
+        /// The mesh's UDP listen address (default: 0.0.0.0 and the endpoint's port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Directory for the node (created; must not hold a config).
+        #[arg(long, default_value = "rustbalance")]
+        dir: PathBuf,
+        /// The node id to ask for (the cluster picks another if it is taken).
+        #[arg(long)]
+        node_id: Option<String>,
+        /// An Arti configuration file to use (e.g. a private test network's fragment).
+        #[arg(long)]
+        arti_config: Option<PathBuf>,
+        /// Status endpoint address.
+        #[arg(long, default_value = "127.0.0.1:9191")]
+        status_listen: String,
     },
     /// Run the node.
     Run {
@@ -153,6 +204,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             node_id,
             arti_config,
             status_listen,
+            endpoint,
+            listen,
         } => {
             let address = init(&InitOptions {
                 target,
@@ -161,6 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 node_id: node_id.unwrap_or_else(fresh_node_id),
                 arti_config,
                 status_listen,
+                mesh: endpoint.map(|e| (listen.unwrap_or_else(|| any_ip(e)), e)),
             })?;
             println!("master address: {address}");
             println!("config: {}", dir.join(CONFIG_FILE).display());
@@ -168,6 +222,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "run it with: rustbalance run -c {}",
                 dir.join(CONFIG_FILE).display()
             );
+            if endpoint.is_some() {
+                let config = Config::load(&dir.join(CONFIG_FILE))?;
+                let line = mint(&config, crate::join::invite::DEFAULT_TTL, 1)?;
+                println!("join line (secret; valid 1 h, one node; `rustbalance invite` makes more):");
+                println!("{}", line.as_str());
+            } else {
+                println!("single node (no --endpoint): no mesh, no join line");
+            }
+            Ok(())
+        }
+        Command::Invite { config, ttl, uses } => {
+            let config =
+                Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
+            let line = mint(&config, ttl.into(), uses)?;
+            println!("{}", line.as_str());
+            Ok(())
+        }
+        Command::Join {
+            line,
+            line_file,
+            target,
+            endpoint,
+            listen,
+            dir,
+            node_id,
+            arti_config,
+            status_listen,
+        } => {
+            let line = read_line(line, line_file)?;
+            let invite = crate::join::invite::Invite::parse(&line)?;
+            let spec = crate::join::enrol::JoinSpec {
+                dir: dir.clone(),
+                master: invite.master.clone(),
+                target,
+                listen: listen.unwrap_or_else(|| any_ip(endpoint)),
+                endpoint,
+                arti_config: match arti_config {
+                    Some(p) => Some(std::path::absolute(&p).with_context(|| format!("{}", p.display()))?),
+                    None => None,
+                },
+                status_listen,
+            };
+            let config_path = tokio_runtime()?.block_on(join(&spec, &invite, node_id))?;
+            println!("joined the cluster of {}", invite.master);
+            println!("config: {}", config_path.display());
+            println!("run it with: rustbalance run -c {}", config_path.display());
             Ok(())
         }
         Command::CheckConfig { config } => {
@@ -288,9 +388,9 @@ fn daemon_keys_load(path: &Path) -> anyhow::Result<MasterIdentity> {
 }
 
 /// The config file `init` writes inside its directory.
-pub const CONFIG_FILE: &str = "rustbalance.toml";
+pub const CONFIG_FILE: &str = crate::join::enrol::CONFIG_FILE;
 /// The key file `init` writes inside its directory.
-pub const KEY_FILE: &str = "hs_ed25519_secret_key";
+pub const KEY_FILE: &str = crate::join::enrol::KEY_FILE;
 
 /// What `rustbalance init` needs.
 #[derive(Debug, Clone)]
@@ -307,12 +407,108 @@ pub struct InitOptions {
     pub arti_config: Option<PathBuf>,
     /// Status endpoint.
     pub status_listen: String,
+    /// With a mesh: (listen, endpoint).
+    pub mesh: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+}
+
+/// `0.0.0.0` (or `::`) with `endpoint`'s port.
+fn any_ip(endpoint: std::net::SocketAddr) -> std::net::SocketAddr {
+    let ip: std::net::IpAddr = if endpoint.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    std::net::SocketAddr::new(ip, endpoint.port())
+}
+
+/// A fresh join line for the cluster `config` belongs to.
+fn mint(config: &Config, ttl: std::time::Duration, uses: u32) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let Some(mesh) = &config.mesh else {
+        bail!("this node has no [mesh]: there is no cluster to invite to (init --endpoint makes one)");
+    };
+    let token = crate::keys::load_cluster_token(&mesh.cluster_token_file)?;
+    let invite = crate::join::invite::Invite::mint(
+        &token,
+        &config.master.onion_address,
+        ttl,
+        uses,
+        std::time::SystemTime::now(),
+    )?;
+    Ok(invite.to_line())
+}
+
+/// The join line from argv, a file or standard input.
+fn read_line(line: Option<String>, file: Option<PathBuf>) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let text = match (line, file) {
+        (Some(l), _) if l != "-" => l,
+        (_, Some(f)) => std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?,
+        _ => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::Read::take(std::io::stdin(), 4096), &mut s)
+                .context("reading the join line from standard input")?;
+            s
+        }
+    };
+    Ok(zeroize::Zeroizing::new(text.trim().to_string()))
+}
+
+/// Joins the cluster of `invite`: bootstraps Arti in the new node's directory, sends the
+/// request to the master address's join port, checks the grant and writes the node.
+async fn join(
+    spec: &crate::join::enrol::JoinSpec,
+    invite: &crate::join::invite::Invite,
+    node_id: Option<String>,
+) -> anyhow::Result<PathBuf> {
+    use crate::join::{client, enrol};
+    if let Some(id) = &node_id {
+        if !crate::membership::identity::valid_node_id(id) {
+            bail!("--node-id {id:?}: not 1-64 of A-Z a-z 0-9 . _ -");
+        }
+    }
+    if invite.terms.expires <= crate::join::invite::unix_secs(std::time::SystemTime::now()) {
+        bail!("the join line has expired: ask for a new one (rustbalance invite)");
+    }
+    enrol::prepare_dir(&spec.dir)?;
+    let arti = crate::daemon::arti_client_config(
+        spec.arti_config.as_deref(),
+        &spec.dir.join("arti-state"),
+        &spec.dir.join("arti-cache"),
+    )?;
+    let tor = arti_client::TorClient::builder()
+        .config(arti)
+        .create_unbootstrapped()
+        .context("creating the Tor client")?;
+    client::bootstrap(&tor).await?;
+    let keys = crate::mesh::MeshKeys::generate();
+    let (frame, _) = client::request_frame(
+        invite,
+        keys.public_key(),
+        spec.endpoint,
+        node_id,
+        std::time::SystemTime::now(),
+    )?;
+    let reply = client::exchange(&tor, invite, &frame).await?;
+    let grant = client::check_reply(invite, &frame, &reply)?;
+    eprintln!(
+        "granted: node id {}, {} member(s), {:?}",
+        grant.node_id,
+        grant.members.len(),
+        grant.keys
+    );
+    if matches!(grant.keys, crate::join::wire::KeyMaterial::Blinded(_)) && !grant.holder_live {
+        eprintln!(
+            "warning: no node holding the identity secret is live: this node's blinded keys \
+             last {} period(s) ahead unless one joins or fresh keys are exported",
+            grant.share_periods
+        );
+    }
+    Ok(enrol::write_joined(spec, &keys, &grant)?)
 }
 
 /// A node id no other node is likely to have: `node-` and 32 random bits in hex. Two nodes
 /// with one id are refused by the cluster (the later one), so ids must differ.
 pub fn fresh_node_id() -> String {
-    format!("node-{:08x}", rand::random::<u32>())
+    crate::join::fresh_node_id()
 }
 
 /// Creates a node directory: identity key (0600), config (validated before it is written).
@@ -332,31 +528,48 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<OnionAddress> {
         None => MasterIdentity::generate(&mut rand::rng()),
     };
     let address = identity.onion_address();
-    let arti = match &opts.arti_config {
-        Some(p) => {
-            let abs = std::path::absolute(p).with_context(|| format!("{}", p.display()))?;
-            format!("arti_config = {:?}\n", abs.display().to_string())
-        }
-        None => String::new(),
+    let arti_config = match &opts.arti_config {
+        Some(p) => Some(std::path::absolute(p).with_context(|| format!("{}", p.display()))?),
+        None => None,
     };
-    let text = format!(
-        "# RustBalance node configuration (every key: docs/CONFIG.md).\n\
-         [node]\nid = {:?}\npriority = 100\n\n\
-         [master]\nonion_address = \"{address}\"\nkey = \"{KEY_FILE}\"\n\n\
-         [target]\naddress = {:?}\nvirtual_ports = [80]\n\n\
-         [tor]\nstate_dir = \"arti-state\"\ncache_dir = \"arti-cache\"\n{arti}\n\
-         [status]\nlisten = {:?}\n",
-        opts.node_id, opts.target, opts.status_listen
-    );
+    let text = crate::join::enrol::render(&crate::join::enrol::ConfigSpec {
+        node_id: opts.node_id.clone(),
+        master: address.clone(),
+        keys: crate::join::enrol::MasterKeyFile::Identity(KEY_FILE.into()),
+        target: opts.target.clone(),
+        virtual_ports: vec![80],
+        arti_config,
+        status_listen: opts.status_listen.clone(),
+        mesh: opts.mesh.map(|(listen, endpoint)| crate::join::enrol::MeshSpec {
+            listen,
+            endpoint,
+            seeds: Vec::new(),
+            timers: None,
+        }),
+        share_periods: None,
+    });
     // Validate before writing anything that a failed init would leave behind.
     let key_path = opts.dir.join(KEY_FILE);
     identity.write_ctor_secret_key_file(&key_path)?;
-    if let Err(e) = Config::from_toml(&text, &opts.dir) {
-        let _ = std::fs::remove_file(&key_path);
-        return Err(e).context("the configuration init would write is invalid");
+    let mut written = vec![key_path];
+    let result = (|| -> anyhow::Result<()> {
+        if opts.mesh.is_some() {
+            let p = opts.dir.join(crate::join::enrol::MESH_KEY_FILE);
+            crate::keys::generate_mesh_key_file(&p)?;
+            written.push(p);
+            let p = opts.dir.join(crate::join::enrol::TOKEN_FILE);
+            crate::keys::generate_cluster_token_file(&p)?;
+            written.push(p);
+        }
+        crate::join::enrol::write_config(&opts.dir, &text)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for p in &written {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(e);
     }
-    std::fs::write(&config_path, text)
-        .with_context(|| format!("writing {}", config_path.display()))?;
     Ok(address)
 }
 
@@ -407,6 +620,7 @@ mod tests {
             node_id: "n1".into(),
             arti_config: None,
             status_listen: "127.0.0.1:9191".into(),
+            mesh: None,
         };
         let address = init(&opts).unwrap();
         let config = Config::load(&dir.join(CONFIG_FILE)).unwrap();
@@ -435,6 +649,7 @@ mod tests {
             node_id: "n1".into(),
             arti_config: None,
             status_listen: "127.0.0.1:9191".into(),
+            mesh: None,
         };
         let err = format!("{:#}", init(&opts).unwrap_err());
         assert!(err.contains("target.address"), "{err}");

@@ -74,6 +74,21 @@ pub struct Config {
     pub status: StatusConfig,
     /// `[mesh]`, or `None` when the section is absent (single-node mode).
     pub mesh: Option<MeshConfig>,
+    /// `[join]`: how this node answers nodes joining over the master address (with `[mesh]`).
+    pub join: JoinConfig,
+}
+
+/// `[join]`: the join service on the master address's reserved join port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinConfig {
+    /// Answer join requests (with `[mesh]` only).
+    pub enabled: bool,
+    /// Hand a joiner the identity secret (if this node holds it) instead of blinded keys.
+    pub hand_out_identity: bool,
+    /// Blinded keys handed out and pushed cover this many periods ahead of the current one.
+    pub share_periods: u8,
+    /// Join attempts this node answers per minute (bursts up to 10).
+    pub max_per_minute: u32,
 }
 
 /// `[node]`: who this node is.

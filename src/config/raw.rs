@@ -21,6 +21,53 @@ pub(super) struct RawConfig {
     #[serde(default)]
     status: RawStatus,
     mesh: Option<RawMesh>,
+    #[serde(default)]
+    join: RawJoin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawJoin {
+    enabled: bool,
+    hand_out_identity: bool,
+    share_periods: u8,
+    max_per_minute: u32,
+}
+
+impl Default for RawJoin {
+    fn default() -> Self {
+        RawJoin {
+            enabled: true,
+            hand_out_identity: false,
+            share_periods: 8,
+            max_per_minute: 6,
+        }
+    }
+}
+
+impl RawJoin {
+    fn validate(self) -> Result<JoinConfig, ConfigError> {
+        if !(1..=30).contains(&self.share_periods) {
+            return Err(invalid(
+                "join.share_periods",
+                self.share_periods,
+                "must be from 1 to 30",
+            ));
+        }
+        if !(1..=600).contains(&self.max_per_minute) {
+            return Err(invalid(
+                "join.max_per_minute",
+                self.max_per_minute,
+                "must be from 1 to 600",
+            ));
+        }
+        Ok(JoinConfig {
+            enabled: self.enabled,
+            hand_out_identity: self.hand_out_identity,
+            share_periods: self.share_periods,
+            max_per_minute: self.max_per_minute,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +260,7 @@ impl RawConfig {
             tor: self.tor.validate(base)?,
             status: self.status.validate(base)?,
             mesh: self.mesh.map(|m| m.validate(base)).transpose()?,
+            join: self.join.validate()?,
         })
     }
 }
@@ -351,6 +399,16 @@ impl RawTarget {
                 "target.virtual_ports",
                 format!("{:?}", self.virtual_ports),
                 "list at least one port from 1 to 65535",
+            ));
+        }
+        if self.virtual_ports.contains(&crate::join::JOIN_PORT) {
+            return Err(invalid(
+                "target.virtual_ports",
+                format!("{:?}", self.virtual_ports),
+                format!(
+                    "port {} is the join port, reserved (never proxied)",
+                    crate::join::JOIN_PORT
+                ),
             ));
         }
         if self.max_connections == 0 {

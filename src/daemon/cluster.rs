@@ -5,14 +5,15 @@
 
 use std::hash::{Hash, Hasher};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::election::Role;
 use crate::keys;
 use crate::membership::{
-    self, Health, IptWire, LocalInputs, MembershipConfig, MeshStatus, PeerIpts,
+    self, ClusterMsg, Health, IptWire, KeyCoverage, LocalInputs, MembershipConfig, MeshCommand,
+    MeshStatus, PeerIpts,
 };
 
 use super::DaemonError;
@@ -23,6 +24,8 @@ pub struct Cluster {
     status: watch::Receiver<Option<MeshStatus>>,
     inputs: Option<watch::Sender<LocalInputs>>,
     peer_ipts: watch::Receiver<Vec<PeerIpts>>,
+    cluster_msgs: Option<mpsc::Receiver<(String, ClusterMsg)>>,
+    commands: Option<mpsc::Sender<MeshCommand>>,
     task: Option<JoinHandle<()>>,
     // Single-node mode: the senders live here so the receivers never see a closed channel.
     _fixed: Option<Fixed>,
@@ -50,6 +53,8 @@ impl Cluster {
                 status,
                 inputs: None,
                 peer_ipts,
+                cluster_msgs: None,
+                commands: None,
                 task: None,
                 _fixed: Some(Fixed {
                     _role: role_tx,
@@ -94,6 +99,7 @@ impl Cluster {
             health: Health::Starting,
             ipt_generation: 0,
             ipts: Vec::new(),
+            keys: Default::default(),
         };
         let handle = membership::service::start(service, initial, shutdown)
             .await
@@ -103,6 +109,8 @@ impl Cluster {
             status: handle.status,
             inputs: Some(handle.inputs),
             peer_ipts: handle.peer_ipts,
+            cluster_msgs: Some(handle.cluster_msgs),
+            commands: Some(handle.commands),
             task: Some(handle.task),
             _fixed: None,
         })
@@ -123,6 +131,23 @@ impl Cluster {
         if let Some(tx) = &self.inputs {
             tx.send_if_modified(|i| std::mem::replace(&mut i.health, health) != health);
         }
+    }
+
+    /// Reports this node's master key coverage.
+    pub fn set_keys(&self, keys: KeyCoverage) {
+        if let Some(tx) = &self.inputs {
+            tx.send_if_modified(|i| std::mem::replace(&mut i.keys, keys) != keys);
+        }
+    }
+
+    /// Requests to the mesh (`None` in single-node mode).
+    pub fn commands(&self) -> Option<mpsc::Sender<MeshCommand>> {
+        self.commands.clone()
+    }
+
+    /// Cluster messages from members (once; `None` in single-node mode or when taken).
+    pub fn take_cluster_msgs(&mut self) -> Option<mpsc::Receiver<(String, ClusterMsg)>> {
+        self.cluster_msgs.take()
     }
 
     /// Reports this node's intro points (their public parts, as the descriptor lists them).

@@ -11,6 +11,7 @@
 //! shutdown channel turns true; the caller owns the signal handling.
 
 mod cluster;
+mod joining;
 mod node;
 mod streams;
 
@@ -107,7 +108,21 @@ fn arti(what: &'static str) -> impl FnOnce(arti_client::Error) -> DaemonError {
 
 /// The embedded Arti client's configuration: the optional Arti file, then our storage paths.
 pub fn arti_config(config: &Config) -> Result<arti_client::TorClientConfig, DaemonError> {
-    let mut builder = match &config.tor.arti_config {
+    arti_client_config(
+        config.tor.arti_config.as_deref(),
+        &config.tor.state_dir,
+        &config.tor.cache_dir,
+    )
+}
+
+/// An Arti client configuration from an optional Arti file and the storage paths (`run`, and
+/// `join` before the node exists).
+pub fn arti_client_config(
+    file: Option<&std::path::Path>,
+    state_dir: &std::path::Path,
+    cache_dir: &std::path::Path,
+) -> Result<arti_client::TorClientConfig, DaemonError> {
+    let mut builder = match file {
         Some(path) => {
             let bad = |problem: String| DaemonError::ArtiConfig {
                 path: path.display().to_string(),
@@ -120,13 +135,10 @@ pub fn arti_config(config: &Config) -> Result<arti_client::TorClientConfig, Daem
     };
     builder
         .storage()
-        .state_dir(CfgPath::new_literal(&config.tor.state_dir))
-        .cache_dir(CfgPath::new_literal(&config.tor.cache_dir));
+        .state_dir(CfgPath::new_literal(state_dir))
+        .cache_dir(CfgPath::new_literal(cache_dir));
     builder.build().map_err(|e| DaemonError::ArtiConfig {
-        path: config
-            .tor
-            .arti_config
-            .as_ref()
+        path: file
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "(defaults)".into()),
         problem: e.to_string(),
@@ -189,7 +201,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let key_source = crate::keys::KeySource::load(&config.master)?;
     // The mesh starts before Arti bootstraps, so the cluster forms meanwhile (this node is not
     // eligible to publish until its service runs).
-    let cluster = Cluster::start(&config, shutdown.clone()).await?;
+    let mut cluster = Cluster::start(&config, shutdown.clone()).await?;
+    let joining = joining::start(&config, &mut cluster, shutdown.clone())?;
     let access = status::Access {
         token: match &config.status.access_token_file {
             Some(p) => Some(Arc::new(crate::keys::load_access_token(p)?)),
@@ -282,6 +295,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         requests,
         proxy.clone(),
         config.target.virtual_ports.clone(),
+        joining.server.clone(),
         shutdown.clone(),
     ));
     node::run(
@@ -292,6 +306,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             proxy,
             target_up,
             snapshots,
+            joining,
         },
         &cluster,
         shutdown,

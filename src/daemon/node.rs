@@ -46,6 +46,8 @@ pub struct NodeInputs {
     pub target_up: watch::Receiver<bool>,
     /// Where status snapshots go.
     pub snapshots: watch::Sender<Snapshot>,
+    /// The join service and pushed keys.
+    pub joining: super::joining::Joining,
 }
 
 /// Runs the node task and the publisher until shutdown.
@@ -57,7 +59,15 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
         proxy,
         mut target_up,
         snapshots,
+        joining,
     } = inputs;
+    let super::joining::Joining {
+        server: join_server,
+        mut keys_changed,
+        period: period_tx,
+    } = joining;
+    let commands = cluster.commands();
+    let mut pusher = crate::join::keyshare::Pusher::default();
     let master = config.master.onion_address.clone();
     let nick = hosting::nickname();
     let settings = Settings {
@@ -104,6 +114,10 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
             _ = role.changed() => {}
             _ = target_up.changed() => {}
             _ = publisher_status.changed() => {}
+            _ = keys_changed.changed() => {
+                // Pushed keys were stored: re-read them and re-sync the keystore now.
+                synced_for.clear();
+            }
             _ = peer_ipts.changed() => {
                 let peers = peer_sets(&peer_ipts.borrow_and_update());
                 peers_tx.send_replace(peers);
@@ -138,12 +152,39 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
             }
         };
         let wanted = hosting::wanted_periods(&netdir);
+        let current = netdir.hs_time_period();
+        period_tx.send_if_modified(|p| std::mem::replace(p, Some(current)) != Some(current));
         let keys_changed = wanted != synced_for;
         if keys_changed {
             key_source.reload();
             match hosting::sync_for_netdir(&client, &key_source, &master) {
                 Ok(_) => synced_for = wanted,
                 Err(e) => tracing::warn!(error = %e, "could not update blinded keys"),
+            }
+        }
+        let coverage = crate::join::keyshare::coverage(&key_source, Some(current));
+        cluster.set_keys(coverage);
+        snapshot.keys = coverage;
+        snapshot.join = join_server.as_ref().map(|s| s.counters());
+        if let Some(commands) = &commands {
+            let members = cluster
+                .status()
+                .borrow()
+                .as_ref()
+                .map(|m| m.members.clone())
+                .unwrap_or_default();
+            let msgs = pusher.due(
+                std::time::Instant::now(),
+                &key_source,
+                current,
+                config.join.share_periods,
+                &members,
+            );
+            if !msgs.is_empty() {
+                tracing::info!(messages = msgs.len(), "pushing blinded keys to members that lack them");
+            }
+            for m in msgs {
+                let _ = commands.try_send(crate::membership::MeshCommand::Broadcast(m));
             }
         }
         // A new consensus (or reloaded keys): a new network view for the publisher.

@@ -41,6 +41,14 @@ impl OnionAddress {
     pub fn hs_id(&self) -> HsId {
         self.key.id()
     }
+
+    /// The address of a raw public identity key; `None` if the bytes are not a valid ed25519
+    /// point.
+    pub fn from_public_key_bytes(bytes: [u8; 32]) -> Option<OnionAddress> {
+        HsIdKey::try_from(HsId::from(bytes))
+            .ok()
+            .map(|key| OnionAddress { key })
+    }
 }
 
 impl From<HsIdKey> for OnionAddress {

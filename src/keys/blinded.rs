@@ -185,10 +185,9 @@ pub fn export_blinded(
         }
     }
 
-    let master = identity.public().id();
     let mut written = Vec::with_capacity(targets.len());
     for (tp, path) in targets {
-        if let Err(e) = write_one(identity, &master, tp, &path) {
+        if let Err(e) = write_one(identity, tp, &path) {
             for ours in &written {
                 // Best effort: the first error is the one worth reporting.
                 let _ = fs::remove_file(ours);
@@ -315,13 +314,12 @@ fn ensure_dir(dir: &Path) -> Result<(), KeyError> {
     }
 }
 
-/// Blind `identity` for `tp` and write the file `path`.
-fn write_one(
+/// The blinded key file of `identity` for `tp`, as bytes (what [`export_blinded`] writes, and
+/// what a key holder sends its members over the mesh).
+pub fn blinded_key_bytes(
     identity: &MasterIdentity,
-    master: &HsId,
     tp: TimePeriod,
-    path: &Path,
-) -> Result<(), KeyError> {
+) -> Result<Zeroizing<[u8; BLINDED_FILE_LEN]>, KeyError> {
     let (_, keypair, _) = identity
         .hs_id_keypair()
         .compute_blinded_key(tp)
@@ -329,9 +327,17 @@ fn write_one(
             period: slug(tp),
             source,
         })?;
+    Ok(encode(&identity.public().id(), tp, &keypair))
+}
+
+/// The file bytes of `keypair`, the blinded key of `master` for `tp`.
+fn encode(
+    master: &HsId,
+    tp: TimePeriod,
+    keypair: &HsBlindIdKeypair,
+) -> Zeroizing<[u8; BLINDED_FILE_LEN]> {
     let expanded: &tor_ed25519::ExpandedKeypair = keypair.as_ref();
     let secret = Zeroizing::new(expanded.to_secret_key_bytes());
-
     let mut contents = Zeroizing::new([0_u8; BLINDED_FILE_LEN]);
     let fields: [&[u8]; 6] = [
         BLINDED_TAG,
@@ -347,7 +353,53 @@ fn write_one(
         at += field.len();
     }
     debug_assert_eq!(at, BLINDED_FILE_LEN);
+    contents
+}
+
+/// Blind `identity` for `tp` and write the file `path`.
+fn write_one(
+    identity: &MasterIdentity,
+    tp: TimePeriod,
+    path: &Path,
+) -> Result<(), KeyError> {
+    let contents = blinded_key_bytes(identity, tp)?;
     write_new_secret_file(path, &contents[..])
+}
+
+impl BlindedKey {
+    /// This key as file bytes (for handing it to another node of `master`'s cluster).
+    pub fn to_bytes(&self, master: &OnionAddress) -> Zeroizing<[u8; BLINDED_FILE_LEN]> {
+        encode(&master.hs_id(), self.period, &self.keypair)
+    }
+}
+
+/// Decodes and verifies blinded key bytes received from elsewhere (a join reply, a key
+/// holder's push) exactly as a file is checked; errors name `origin`.
+pub fn decode_blinded_key(
+    data: &[u8],
+    master: &OnionAddress,
+    origin: &str,
+) -> Result<BlindedKey, KeyError> {
+    parse(data, Path::new(origin), None, master)
+}
+
+/// Verifies `data` as a blinded key of `master` and stores it in `dir` (created 0700) under
+/// its period's file name, atomically and 0600. Returns the key's period and whether the
+/// file was new (`false`: a key for that period was already there; it is never replaced).
+pub fn store_blinded_key(
+    dir: &Path,
+    data: &[u8],
+    master: &OnionAddress,
+    origin: &str,
+) -> Result<(TimePeriod, bool), KeyError> {
+    let key = decode_blinded_key(data, master, origin)?;
+    ensure_dir(dir)?;
+    let path = dir.join(file_name(key.period));
+    match write_new_secret_file(&path, data) {
+        Ok(()) => Ok((key.period, true)),
+        Err(KeyError::AlreadyExists { .. }) => Ok((key.period, false)),
+        Err(e) => Err(e),
+    }
 }
 
 /// Split `N` bytes off the front of `rest`.
@@ -373,13 +425,30 @@ fn load_file(path: &Path, name_slug: &str, master: &OnionAddress) -> Result<Blin
             e => e,
         },
     )?;
+    parse(&data, path, Some(name_slug), master)
+}
+
+/// Verify blinded key bytes (from the file `path`, or received: then `name_slug` is `None`).
+fn parse(
+    data: &[u8],
+    path: &Path,
+    name_slug: Option<&str>,
+    master: &OnionAddress,
+) -> Result<BlindedKey, KeyError> {
+    if data.len() != BLINDED_FILE_LEN {
+        return Err(KeyError::BlindedLength {
+            path: path.to_owned(),
+            expected: BLINDED_FILE_LEN as u64,
+            got: data.len() as u64,
+        });
+    }
     let short = || KeyError::BlindedLength {
         path: path.to_owned(),
         expected: BLINDED_FILE_LEN as u64,
         got: data.len() as u64,
     };
 
-    let mut rest: &[u8] = &data[..];
+    let mut rest: &[u8] = data;
     let tag = take::<32>(&mut rest).ok_or_else(short)?;
     if tag != BLINDED_TAG {
         return Err(KeyError::BlindedTag {
@@ -405,7 +474,7 @@ fn load_file(path: &Path, name_slug: &str, master: &OnionAddress) -> Result<Blin
     })?;
     let period = TimePeriod::from_parts(length, interval, offset);
     let file_slug = slug(period);
-    if file_slug != name_slug {
+    if let Some(name_slug) = name_slug.filter(|n| *n != file_slug) {
         return Err(KeyError::BlindedNameMismatch {
             path: path.to_owned(),
             name_slug: name_slug.to_owned(),

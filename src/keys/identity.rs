@@ -53,10 +53,22 @@ impl MasterIdentity {
     pub fn from_ctor_secret_key_file(path: impl AsRef<Path>) -> Result<Self, KeyError> {
         let path = path.as_ref();
         let data = read_secret_file(path, LengthRule::Exactly(CTOR_SECRET_FILE_LEN as u64))?;
+        Self::from_ctor_bytes(&data, path)
+    }
+
+    /// Decode C tor's `hs_ed25519_secret_key` bytes (received, or read from `origin`).
+    pub fn from_ctor_bytes(data: &[u8], origin: &Path) -> Result<Self, KeyError> {
+        if data.len() != CTOR_SECRET_FILE_LEN {
+            return Err(KeyError::WrongLength {
+                path: origin.to_owned(),
+                expected: CTOR_SECRET_FILE_LEN as u64,
+                got: data.len() as u64,
+            });
+        }
         let (tag, secret) = data.split_at(CTOR_SECRET_TAG.len());
         if tag != CTOR_SECRET_TAG {
             return Err(KeyError::WrongTag {
-                path: path.to_owned(),
+                path: origin.to_owned(),
             });
         }
         let mut bytes = Zeroizing::new([0_u8; EXPANDED_SECRET_LEN]);
@@ -64,10 +76,21 @@ impl MasterIdentity {
         let expanded =
             tor_ed25519::ExpandedKeypair::from_secret_key_bytes(*bytes).ok_or_else(|| {
                 KeyError::InvalidSecretKey {
-                    path: path.to_owned(),
+                    path: origin.to_owned(),
                 }
             })?;
         Ok(Self::from_expanded(expanded))
+    }
+
+    /// The identity in C tor's `hs_ed25519_secret_key` format (what
+    /// [`write_ctor_secret_key_file`](Self::write_ctor_secret_key_file) writes).
+    pub fn to_ctor_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let expanded: &tor_ed25519::ExpandedKeypair = self.keypair.as_ref();
+        let secret = Zeroizing::new(expanded.to_secret_key_bytes());
+        let mut contents = Zeroizing::new(Vec::with_capacity(CTOR_SECRET_FILE_LEN));
+        contents.extend_from_slice(CTOR_SECRET_TAG);
+        contents.extend_from_slice(&secret[..]);
+        contents
     }
 
     /// Load an unencrypted PKCS8 PEM ed25519 private key (`-----BEGIN PRIVATE KEY-----`), as
@@ -129,12 +152,7 @@ impl MasterIdentity {
     /// The scalar is written reduced modulo the group order, so the bytes can differ from a
     /// file this identity was read from; the key, its signatures and its address are the same.
     pub fn write_ctor_secret_key_file(&self, path: impl AsRef<Path>) -> Result<(), KeyError> {
-        let expanded: &tor_ed25519::ExpandedKeypair = self.keypair.as_ref();
-        let secret = Zeroizing::new(expanded.to_secret_key_bytes());
-        let mut contents = Zeroizing::new([0_u8; CTOR_SECRET_FILE_LEN]);
-        contents[..CTOR_SECRET_TAG.len()].copy_from_slice(CTOR_SECRET_TAG);
-        contents[CTOR_SECRET_TAG.len()..].copy_from_slice(&secret[..]);
-        write_new_secret_file(path.as_ref(), &contents[..])
+        write_new_secret_file(path.as_ref(), &self.to_ctor_bytes())
     }
 
     /// The public identity key (`KP_hs_id`).

@@ -38,10 +38,12 @@ mod source;
 
 pub use address::OnionAddress;
 pub use blinded::{
-    covering, export_blinded, export_count_for_days, load_blinded_dir, period_at, BlindedKey,
-    BLINDED_FILE_LEN, MAX_EXPORT_PERIODS,
+    blinded_key_bytes, covering, decode_blinded_key, export_blinded, export_count_for_days,
+    load_blinded_dir, period_at, store_blinded_key, BlindedKey, BLINDED_FILE_LEN,
+    MAX_EXPORT_PERIODS,
 };
 pub use error::KeyError;
+pub(crate) use fsutil::write_new_secret_file;
 pub use identity::MasterIdentity;
 pub use mesh_files::{
     generate_cluster_token_file, generate_mesh_key_file, load_access_token, load_cluster_token,

@@ -5,7 +5,7 @@
 use crate::election::{Decision, Election, ElectionConfig, Reason, Role, WallTime};
 
 use super::core::Membership;
-use super::wire::{AdvertisedRole, Health, IptWire};
+use super::wire::{AdvertisedRole, Health, IptWire, KeyCoverage};
 
 /// Membership and election of one node.
 pub struct Agent {
@@ -116,6 +116,13 @@ impl Agent {
     pub fn set_health(&mut self, now: WallTime, health: Health) {
         let mut local = self.membership.local().clone();
         local.health = health;
+        self.membership.set_local(now, local);
+    }
+
+    /// Sets this node's master key coverage (advertised at once if it changed).
+    pub fn set_keys(&mut self, now: WallTime, keys: KeyCoverage) {
+        let mut local = self.membership.local().clone();
+        local.keys = keys;
         self.membership.set_local(now, local);
     }
 

@@ -16,7 +16,9 @@ use crate::election::{MembershipView, PeerState, WallTime};
 use crate::mesh::MeshPublicKey;
 
 use super::identity::MemberId;
-use super::wire::{self, Echo, IptWire, IptsMsg, Kind, NodeState, StateMsg, WireError};
+use super::wire::{
+    self, ClusterMsg, Echo, IptWire, IptsMsg, Kind, NodeState, StateMsg, WireError,
+};
 
 /// How many members get the periodic state refresh per `state_interval` (changes go to all).
 pub const STATE_FANOUT: usize = 16;
@@ -172,6 +174,9 @@ pub struct Counters {
     pub rejected_duplicate_id: u64,
     /// Datagrams sent.
     pub sent: u64,
+    /// Cluster messages (key pushes, invite redemptions) accepted from members.
+    #[serde(default)]
+    pub cluster_msgs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -298,6 +303,8 @@ pub struct Membership {
     changed: bool,
     /// When a duplicate node id was last warned about, per id.
     duplicate_warned: HashMap<String, WallTime>,
+    /// Cluster messages from members, for the service to hand on.
+    inbox: Vec<(String, ClusterMsg)>,
 }
 
 impl Membership {
@@ -339,6 +346,7 @@ impl Membership {
             last_announce: None,
             changed: true,
             duplicate_warned: HashMap::new(),
+            inbox: Vec::new(),
         }
     }
 
@@ -360,6 +368,32 @@ impl Membership {
     /// The actions produced so far; the caller carries them out in order.
     pub fn drain_actions(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.out)
+    }
+
+    /// The cluster messages received from members since the last call, with the sender's
+    /// node id.
+    pub fn drain_cluster_msgs(&mut self) -> Vec<(String, ClusterMsg)> {
+        std::mem::take(&mut self.inbox)
+    }
+
+    /// A cluster message to every live member (not refused duplicates): the datagrams to send.
+    pub fn broadcast_cluster(&mut self, now: WallTime, msg: &ClusterMsg) -> Result<usize, WireError> {
+        let body = msg.encode()?;
+        let datagram = wire::encode(Kind::Cluster, now, &body)?;
+        let targets: Vec<MeshPublicKey> = self
+            .peers()
+            .into_iter()
+            .filter(|p| p.liveness != Liveness::Down && !p.duplicate_id)
+            .filter_map(|p| p.id.public_key())
+            .collect();
+        for to in &targets {
+            self.counters.sent += 1;
+            self.out.push(Action::Send {
+                to: *to,
+                payload: datagram.clone(),
+            });
+        }
+        Ok(targets.len())
     }
 
     /// Whether the view (members, liveness, states) changed since the last call.
@@ -843,6 +877,21 @@ impl Membership {
                         self.changed = true;
                     }
                 }
+                self.seen(now, from, ts, offset_ms);
+                Ok(())
+            }
+            Kind::Cluster => {
+                let msg = ClusterMsg::decode(env.body).map_err(Refused::Malformed)?;
+                let Some(peer) = self.peers.get(from.as_bytes()) else {
+                    // Only members speak for the cluster.
+                    return Err(Refused::Spoofed("cluster message from a non-member"));
+                };
+                let id = peer.id.clone();
+                if self.is_duplicate(&id) {
+                    return Err(Refused::Spoofed("cluster message from a refused duplicate id"));
+                }
+                self.counters.cluster_msgs += 1;
+                self.inbox.push((id.node_id.clone(), msg));
                 self.seen(now, from, ts, offset_ms);
                 Ok(())
             }

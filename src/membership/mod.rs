@@ -32,9 +32,12 @@ pub use self::agent::Agent;
 pub use self::core::{Action, Counters, Liveness, Membership, MembershipConfig, PeerView};
 pub use self::identity::MemberId;
 pub use self::service::{
-    LocalInputs, MemberStatus, MeshHandle, MeshStatus, PeerIpts, ServiceConfig,
+    Lifecycle, LocalInputs, MemberStatus, MeshCommand, MeshHandle, MeshStatus, PeerIpts,
+    ServiceConfig,
 };
-pub use self::wire::{AdvertisedRole, Health, IptSummary, IptWire, NodeState};
+pub use self::wire::{
+    AdvertisedRole, ClusterMsg, Health, IptSummary, IptWire, KeyCoverage, NodeState,
+};
 
 #[cfg(test)]
 mod tests;

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use foca::Timer;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -28,12 +28,14 @@ use crate::mesh::{
 use super::agent::Agent;
 use super::core::{Action, Counters, Liveness, Membership, MembershipConfig};
 use super::identity::MemberId;
-use super::wire::{AdvertisedRole, Health, IptSummary, IptWire, NodeState};
+use super::wire::{AdvertisedRole, ClusterMsg, Health, IptSummary, IptWire, KeyCoverage, NodeState};
 
 /// How often the agent is stepped.
 pub const STEP: Duration = Duration::from_millis(100);
 /// How often the status is refreshed.
 pub const STATUS_EVERY: Duration = Duration::from_millis(500);
+/// Cluster messages queued each way (more are dropped and resent by their senders).
+pub const CLUSTER_QUEUE: usize = 64;
 
 /// What the rest of the node tells the mesh about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,61 @@ pub struct LocalInputs {
     pub ipt_generation: u64,
     /// This node's intro points.
     pub ipts: Vec<IptWire>,
+    /// This node's master key coverage.
+    pub keys: KeyCoverage,
+}
+
+/// What the rest of the node asks of the mesh.
+#[derive(Debug)]
+pub enum MeshCommand {
+    /// Send a cluster message to every live member.
+    Broadcast(ClusterMsg),
+    /// A node was just granted a join: add its WireGuard key at once, so its handshake is
+    /// expected rather than provisional.
+    ExpectPeer {
+        /// Its WireGuard public key.
+        key: MeshPublicKey,
+        /// Its endpoint.
+        endpoint: SocketAddr,
+    },
+}
+
+/// Where a member is in its life, as `status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// In the mesh, its first state not received yet.
+    Joining,
+    /// Starting: Arti bootstrapping, or no intro points yet.
+    Initializing,
+    /// Serving: healthy, with intro points.
+    Healthy,
+    /// Its target does not answer: out of the descriptor.
+    TargetDown,
+    /// Refused: another key holds its node id.
+    Refused,
+    /// Declared down.
+    Down,
+}
+
+impl Lifecycle {
+    /// A member's lifecycle from what it advertises.
+    pub fn of(liveness: Liveness, duplicate_id: bool, state: Option<&NodeState>) -> Lifecycle {
+        if duplicate_id {
+            return Lifecycle::Refused;
+        }
+        if liveness == Liveness::Down {
+            return Lifecycle::Down;
+        }
+        match state {
+            None => Lifecycle::Joining,
+            Some(s) => match s.health {
+                Health::TargetDown => Lifecycle::TargetDown,
+                Health::Healthy if s.intro_points.count > 0 => Lifecycle::Healthy,
+                _ => Lifecycle::Initializing,
+            },
+        }
+    }
 }
 
 /// A live member's intro points, for the publisher's merged descriptor.
@@ -116,6 +173,10 @@ pub struct MemberStatus {
     pub wireguard_handshake_age_ms: Option<u64>,
     /// Refused: another key holds its node id (its state and intro points are not used).
     pub duplicate_id: bool,
+    /// Where it is in its life: joining → initializing → healthy.
+    pub lifecycle: Lifecycle,
+    /// Its master key coverage (absent until its first state arrived).
+    pub keys: Option<KeyCoverage>,
 }
 
 /// The mesh part of `rustbalance status`.
@@ -162,6 +223,10 @@ pub struct MeshHandle {
     pub inputs: watch::Sender<LocalInputs>,
     /// Live members' complete intro-point sets (changes only when they do).
     pub peer_ipts: watch::Receiver<Vec<PeerIpts>>,
+    /// Cluster messages from members, with the sender's node id.
+    pub cluster_msgs: mpsc::Receiver<(String, ClusterMsg)>,
+    /// Requests to the mesh.
+    pub commands: mpsc::Sender<MeshCommand>,
     /// The task; ends after shutdown.
     pub task: JoinHandle<()>,
 }
@@ -194,6 +259,7 @@ pub async fn start(
         role: AdvertisedRole::Standby,
         lease: None,
         intro_points: IptSummary::default(),
+        keys: initial.keys,
     };
     let membership = Membership::new(
         me,
@@ -207,6 +273,8 @@ pub async fn start(
     let (status_tx, status_rx) = watch::channel(None);
     let (inputs_tx, inputs_rx) = watch::channel(initial);
     let (peer_ipts_tx, peer_ipts_rx) = watch::channel(Vec::new());
+    let (cluster_tx, cluster_rx) = mpsc::channel(CLUSTER_QUEUE);
+    let (commands_tx, commands_rx) = mpsc::channel(CLUSTER_QUEUE);
     tracing::info!(
         public_key = %public.to_base64(),
         endpoint = %config.endpoint,
@@ -221,7 +289,9 @@ pub async fn start(
             role: role_tx,
             status: status_tx,
             peer_ipts: peer_ipts_tx,
+            cluster: cluster_tx,
         },
+        commands_rx,
         shutdown,
     ));
     Ok(MeshHandle {
@@ -229,6 +299,8 @@ pub async fn start(
         status: status_rx,
         inputs: inputs_tx,
         peer_ipts: peer_ipts_rx,
+        cluster_msgs: cluster_rx,
+        commands: commands_tx,
         task,
     })
 }
@@ -291,6 +363,7 @@ struct Outputs {
     role: watch::Sender<Role>,
     status: watch::Sender<Option<MeshStatus>>,
     peer_ipts: watch::Sender<Vec<PeerIpts>>,
+    cluster: mpsc::Sender<(String, ClusterMsg)>,
 }
 
 /// Live members whose complete intro-point set matches the generation their state advertises.
@@ -318,12 +391,14 @@ async fn run(
     mut agent: Agent,
     mut inputs: watch::Receiver<LocalInputs>,
     out: Outputs,
+    mut commands: mpsc::Receiver<MeshCommand>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Outputs {
         role: role_tx,
         status: status_tx,
         peer_ipts: peer_ipts_tx,
+        cluster: cluster_tx,
     } = out;
     let handle = endpoint.handle();
     let mut timers = Timers::default();
@@ -332,6 +407,7 @@ async fn run(
     let mut step = tokio::time::interval(STEP);
     step.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_status = Instant::now() - STATUS_EVERY;
+    let mut expected: Vec<(MeshPublicKey, SocketAddr)> = Vec::new();
     loop {
         let next_timer = timers.next_due();
         tokio::select! {
@@ -339,7 +415,19 @@ async fn run(
             received = endpoint.recv() => {
                 let Some(dg) = received else { break };
                 agent.membership().handle_datagram(wall_now(), &dg.from, &dg.payload);
+                for msg in agent.membership().drain_cluster_msgs() {
+                    // A full queue drops: senders repeat what matters (key pushes).
+                    let _ = cluster_tx.try_send(msg);
+                }
             }
+            Some(command) = commands.recv() => match command {
+                MeshCommand::Broadcast(msg) => {
+                    if let Err(e) = agent.membership().broadcast_cluster(wall_now(), &msg) {
+                        tracing::warn!(error = %e, "cluster message not sent");
+                    }
+                }
+                MeshCommand::ExpectPeer { key, endpoint } => expected.push((key, endpoint)),
+            },
             _ = async {
                 match next_timer {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -355,6 +443,7 @@ async fn run(
                 let local = inputs.borrow_and_update().clone();
                 agent.set_health(now, local.health);
                 agent.set_intro_points(now, local.ipt_generation, local.ipts);
+                agent.set_keys(now, local.keys);
                 let role = agent.step(now);
                 let role_changed = role_tx.send_if_modified(|r| std::mem::replace(r, role) != role);
                 let ipts = peer_ipts(&agent);
@@ -372,6 +461,11 @@ async fn run(
                     last_status = Instant::now();
                     status_tx.send_replace(Some(status(&agent, now, endpoint.stats())));
                 }
+            }
+        }
+        for (key, endpoint) in expected.drain(..) {
+            if let Err(e) = handle.add_peer(key, Some(endpoint)).await {
+                tracing::warn!(peer = %key.short(), error = %e, "could not add the joining node's key");
             }
         }
         execute(&mut agent, &handle, &mut timers).await;
@@ -415,6 +509,8 @@ fn status(agent: &Agent, now: WallTime, transport: EndpointStats) -> MeshStatus 
                 wireguard_handshake_age_ms: key
                     .and_then(|k| transport.peer(&k).and_then(|s| s.last_handshake_age_ms)),
                 duplicate_id: p.duplicate_id,
+                lifecycle: Lifecycle::of(p.liveness, p.duplicate_id, p.state.as_ref()),
+                keys: p.state.as_ref().map(|s| s.keys),
             }
         })
         .collect();

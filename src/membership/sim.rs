@@ -212,6 +212,7 @@ impl Sim {
             role: AdvertisedRole::Standby,
             lease: None,
             intro_points: IptSummary::default(),
+            keys: Default::default(),
         };
         let seed = self.rng.random::<u64>();
         let mut membership = Membership::new(me, self.membership, local, &seeds, seed);

@@ -4,7 +4,8 @@
 //! offset  size  field
 //! 0       2     magic "RB"
 //! 2       1     version (1)
-//! 3       1     kind: 1 = SWIM (foca's packet), 2 = node state, 3 = intro points
+//! 3       1     kind: 1 = SWIM (foca's packet), 2 = node state, 3 = intro points,
+//!               4 = cluster message (blinded keys pushed by a key holder, invite redemptions)
 //! 4       8     timestamp: sender's wall clock, ms since the Unix epoch, big endian
 //! 12      ..    body (the whole envelope is at most MAX_PAYLOAD = 1200 bytes)
 //! ```
@@ -39,6 +40,8 @@ pub enum Kind {
     State,
     /// An [`IptsMsg`].
     Ipts,
+    /// A [`ClusterMsg`].
+    Cluster,
 }
 
 impl Kind {
@@ -47,6 +50,7 @@ impl Kind {
             Kind::Swim => 1,
             Kind::State => 2,
             Kind::Ipts => 3,
+            Kind::Cluster => 4,
         }
     }
 }
@@ -145,6 +149,7 @@ pub fn decode(datagram: &[u8]) -> Result<Envelope<'_>, WireError> {
         1 => Kind::Swim,
         2 => Kind::State,
         3 => Kind::Ipts,
+        4 => Kind::Cluster,
         other => return Err(WireError::UnknownKind(other)),
     };
     let mut ts = [0u8; 8];
@@ -245,6 +250,19 @@ pub struct NodeState {
     pub lease: Option<Lease>,
     /// Its intro points.
     pub intro_points: IptSummary,
+    /// Which master keys it has.
+    pub keys: KeyCoverage,
+}
+
+/// A node's master key coverage, as it advertises it (`status` shows it per member).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KeyCoverage {
+    /// It holds the identity secret (it can blind keys for any period, and pushes them to the
+    /// members that cannot).
+    pub holder: bool,
+    /// Without the secret: the last time period (interval number) its blinded keys cover, 0 for
+    /// none.
+    pub until_period: u64,
 }
 
 /// The echo of the last timestamp received from the message's recipient, for RTT.
@@ -406,6 +424,10 @@ mod tests {
                 intro_points: IptSummary {
                     generation: 4,
                     count: 3,
+                },
+                keys: KeyCoverage {
+                    holder: false,
+                    until_period: 4_989_300,
                 },
             },
             echo: Some(Echo {
@@ -576,5 +598,81 @@ mod tests {
             let _ = StateMsg::decode(&buf);
             let _ = IptsMsg::decode(&buf);
         }
+    }
+}
+
+/// Most blinded keys in one [`ClusterMsg::BlindedKeys`] (each is 144 bytes; seven fit a
+/// datagram).
+pub const KEYS_PER_MSG: usize = 7;
+
+/// The body of a [`Kind::Cluster`] envelope: what nodes tell each other beyond membership.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterMsg {
+    /// Blinded keys of the master identity (the blinded key file format, each
+    /// [`BLINDED_FILE_LEN`](crate::keys::BLINDED_FILE_LEN) bytes), pushed by a node that holds
+    /// the identity secret to the members that do not. Receivers verify each key against the
+    /// master's public identity before storing it.
+    BlindedKeys {
+        /// The keys.
+        keys: Vec<Vec<u8>>,
+    },
+    /// A join invite was redeemed (so every node counts its uses, and refuses a replay).
+    InviteRedeemed {
+        /// The invite's id.
+        invite: [u8; 8],
+        /// The redeeming request's nonce.
+        nonce: [u8; 16],
+        /// The invite's expiry (Unix seconds), so receivers know how long to remember it.
+        expires: u64,
+    },
+}
+
+impl std::fmt::Debug for ClusterMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClusterMsg::BlindedKeys { keys } => {
+                write!(f, "BlindedKeys {{ {} keys }}", keys.len())
+            }
+            ClusterMsg::InviteRedeemed { invite, .. } => {
+                write!(f, "InviteRedeemed {{ invite: {invite:02x?} }}")
+            }
+        }
+    }
+}
+
+impl Drop for ClusterMsg {
+    fn drop(&mut self) {
+        if let ClusterMsg::BlindedKeys { keys } = self {
+            for k in keys.iter_mut() {
+                zeroize::Zeroize::zeroize(k);
+            }
+        }
+    }
+}
+
+impl ClusterMsg {
+    /// Encodes the body.
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        encode_body(Kind::Cluster, self)
+    }
+
+    /// Decodes and validates a body. Never panics.
+    pub fn decode(body: &[u8]) -> Result<ClusterMsg, WireError> {
+        let msg: ClusterMsg = decode_body(Kind::Cluster, "cluster", body)?;
+        if let ClusterMsg::BlindedKeys { keys } = &msg {
+            if keys.is_empty() || keys.len() > KEYS_PER_MSG {
+                return Err(WireError::Invalid {
+                    field: "cluster.keys",
+                    problem: "1 to 7 keys per message",
+                });
+            }
+            if keys.iter().any(|k| k.len() != crate::keys::BLINDED_FILE_LEN) {
+                return Err(WireError::Invalid {
+                    field: "cluster.keys",
+                    problem: "a key is not a 144-byte blinded key",
+                });
+            }
+        }
+        Ok(msg)
     }
 }

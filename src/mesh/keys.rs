@@ -285,6 +285,23 @@ impl ClusterToken {
         Ok(ClusterToken(token))
     }
 
+    /// The token's bytes: for handing to a joining node over the authenticated join channel,
+    /// and nothing else. Never log them.
+    pub fn secret_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// A 32-byte key for one purpose (`label`), derived from the token: keyed BLAKE2s over the
+    /// preshared key, so it reveals neither.
+    pub fn derive_key(&self, label: &[u8]) -> Zeroizing<[u8; KEY_LEN]> {
+        use blake2::digest::{FixedOutput as _, Mac as _};
+        let psk = self.preshared_key();
+        let mut mac = <blake2::Blake2sMac256 as blake2::digest::KeyInit>::new_from_slice(&psk.0)
+            .expect("a 32-byte key is a valid BLAKE2s key");
+        mac.update(label);
+        Zeroizing::new(mac.finalize_fixed().into())
+    }
+
     /// The WireGuard preshared key for this token (rules in the module doc).
     pub fn preshared_key(&self) -> PresharedKey {
         let token: &[u8] = &self.0;

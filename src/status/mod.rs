@@ -14,7 +14,7 @@ use crate::proxy::ProxyStats;
 
 /// Version of the status schema (2: `cluster` and the `standby` role; 3: `cluster.reason` as
 /// data, `clock_error`, `members[].duplicate_id`).
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// What this node does for the master address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +128,22 @@ pub struct Snapshot {
     /// the clock is fine).
     #[serde(default)]
     pub clock_error: Option<String>,
+    /// This node's master keys: the identity secret, or blinded keys up to a period.
+    #[serde(default)]
+    pub keys: crate::membership::KeyCoverage,
+    /// The join service's counters (absent when this node takes no joins).
+    #[serde(default)]
+    pub join: Option<crate::join::authority::JoinCounters>,
+}
+
+/// A key coverage for the terminal.
+fn keys_text(k: Option<crate::membership::KeyCoverage>) -> String {
+    match k {
+        None => "-".into(),
+        Some(k) if k.holder => "identity secret (key holder)".into(),
+        Some(k) if k.until_period == 0 => "NONE".into(),
+        Some(k) => format!("blinded, up to period {}", k.until_period),
+    }
 }
 
 impl Snapshot {
@@ -146,6 +162,8 @@ impl Snapshot {
             merged: Vec::new(),
             cluster: None,
             clock_error: None,
+            keys: Default::default(),
+            join: None,
         }
     }
 
@@ -163,6 +181,21 @@ impl Snapshot {
         }
         if let Some(e) = &self.clock_error {
             let _ = writeln!(s, "CLOCK: {e}");
+        }
+        let _ = writeln!(s, "keys: {}", keys_text(Some(self.keys)));
+        if let Some(j) = &self.join {
+            let refused: Vec<String> = j
+                .refused
+                .iter()
+                .map(|(c, n)| format!("{n} {}", serde_json::to_string(c).unwrap_or_default().trim_matches('"')))
+                .collect();
+            let _ = writeln!(
+                s,
+                "joins: {} granted here, refused: {}; {} invites redeemed in the cluster",
+                j.granted,
+                if refused.is_empty() { "none".to_string() } else { refused.join(", ") },
+                j.invites_redeemed
+            );
         }
         let _ = writeln!(s, "intro points ({}):", self.intro_points.len());
         for i in &self.intro_points {
@@ -243,6 +276,12 @@ impl Snapshot {
                     ms(m.rtt_ms),
                     m.wireguard_handshake_age_ms
                         .map_or("no session".to_string(), |a| format!("{} s", a / 1000)),
+                );
+                let _ = writeln!(
+                    s,
+                    "    {:<12} keys: {}",
+                    serde_json::to_string(&m.lifecycle).unwrap_or_default().trim_matches('"'),
+                    keys_text(m.keys)
                 );
                 if m.duplicate_id {
                     let _ = writeln!(
