@@ -225,7 +225,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if endpoint.is_some() {
                 let config = Config::load(&dir.join(CONFIG_FILE))?;
                 let line = mint(&config, crate::join::invite::DEFAULT_TTL, 1)?;
-                println!("join line (secret; valid 1 h, one node; `rustbalance invite` makes more):");
+                println!(
+                    "join line (secret; valid 1 h, one node; `rustbalance invite` makes more):"
+                );
                 println!("{}", line.as_str());
             } else {
                 println!("single node (no --endpoint): no mesh, no join line");
@@ -259,7 +261,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 listen: listen.unwrap_or_else(|| any_ip(endpoint)),
                 endpoint,
                 arti_config: match arti_config {
-                    Some(p) => Some(std::path::absolute(&p).with_context(|| format!("{}", p.display()))?),
+                    Some(p) => {
+                        Some(std::path::absolute(&p).with_context(|| format!("{}", p.display()))?)
+                    }
                     None => None,
                 },
                 status_listen,
@@ -422,9 +426,15 @@ fn any_ip(endpoint: std::net::SocketAddr) -> std::net::SocketAddr {
 }
 
 /// A fresh join line for the cluster `config` belongs to.
-fn mint(config: &Config, ttl: std::time::Duration, uses: u32) -> anyhow::Result<zeroize::Zeroizing<String>> {
+fn mint(
+    config: &Config,
+    ttl: std::time::Duration,
+    uses: u32,
+) -> anyhow::Result<zeroize::Zeroizing<String>> {
     let Some(mesh) = &config.mesh else {
-        bail!("this node has no [mesh]: there is no cluster to invite to (init --endpoint makes one)");
+        bail!(
+            "this node has no [mesh]: there is no cluster to invite to (init --endpoint makes one)"
+        );
     };
     let token = crate::keys::load_cluster_token(&mesh.cluster_token_file)?;
     let invite = crate::join::invite::Invite::mint(
@@ -438,10 +448,15 @@ fn mint(config: &Config, ttl: std::time::Duration, uses: u32) -> anyhow::Result<
 }
 
 /// The join line from argv, a file or standard input.
-fn read_line(line: Option<String>, file: Option<PathBuf>) -> anyhow::Result<zeroize::Zeroizing<String>> {
+fn read_line(
+    line: Option<String>,
+    file: Option<PathBuf>,
+) -> anyhow::Result<zeroize::Zeroizing<String>> {
     let text = match (line, file) {
         (Some(l), _) if l != "-" => l,
-        (_, Some(f)) => std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?,
+        (_, Some(f)) => {
+            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?
+        }
         _ => {
             let mut s = String::new();
             std::io::Read::read_to_string(&mut std::io::Read::take(std::io::stdin(), 4096), &mut s)
@@ -540,12 +555,14 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<OnionAddress> {
         virtual_ports: vec![80],
         arti_config,
         status_listen: opts.status_listen.clone(),
-        mesh: opts.mesh.map(|(listen, endpoint)| crate::join::enrol::MeshSpec {
-            listen,
-            endpoint,
-            seeds: Vec::new(),
-            timers: None,
-        }),
+        mesh: opts
+            .mesh
+            .map(|(listen, endpoint)| crate::join::enrol::MeshSpec {
+                listen,
+                endpoint,
+                seeds: Vec::new(),
+                timers: None,
+            }),
         share_periods: None,
     });
     // Validate before writing anything that a failed init would leave behind.

@@ -181,7 +181,10 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
                 &members,
             );
             if !msgs.is_empty() {
-                tracing::info!(messages = msgs.len(), "pushing blinded keys to members that lack them");
+                tracing::info!(
+                    messages = msgs.len(),
+                    "pushing blinded keys to members that lack them"
+                );
             }
             for m in msgs {
                 let _ = commands.try_send(crate::membership::MeshCommand::Broadcast(m));

@@ -155,7 +155,12 @@ impl Authority {
         if !self.redeemed.contains_key(&id) && self.redeemed.len() >= MAX_REMEMBERED {
             // Forget the invite that expires first (an invite forgotten before it expires
             // could be redeemed again: the bound is far above any real use).
-            if let Some(first) = self.redeemed.iter().min_by_key(|(_, (e, _))| *e).map(|(k, _)| *k) {
+            if let Some(first) = self
+                .redeemed
+                .iter()
+                .min_by_key(|(_, (e, _))| *e)
+                .map(|(k, _)| *k)
+            {
                 self.redeemed.remove(&first);
             }
         }
@@ -271,7 +276,10 @@ mod tests {
         }
         assert_eq!(a.admit(t0), Err(RefusalCode::RateLimited));
         // 6 per minute: one every 10 s.
-        assert_eq!(a.admit(t0 + Duration::from_secs(5)), Err(RefusalCode::RateLimited));
+        assert_eq!(
+            a.admit(t0 + Duration::from_secs(5)),
+            Err(RefusalCode::RateLimited)
+        );
         a.admit(t0 + Duration::from_secs(16)).unwrap();
         assert_eq!(a.counters().refused[&RefusalCode::RateLimited], 2);
     }

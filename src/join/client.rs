@@ -87,7 +87,11 @@ pub fn request_frame(
 
 /// Checks a reply frame to the request whose frame was `request_frame`: a refusal becomes
 /// [`JoinError::Refused`], a grant must carry a valid MAC under the invite secret.
-pub fn check_reply(invite: &Invite, request_frame: &[u8], reply: &[u8]) -> Result<Grant, JoinError> {
+pub fn check_reply(
+    invite: &Invite,
+    request_frame: &[u8],
+    reply: &[u8],
+) -> Result<Grant, JoinError> {
     let req = wire::split(request_frame, FrameKind::Request)?;
     let f = wire::split(reply, FrameKind::Reply)?;
     let decoded = JoinReply::decode(f.body)?;
@@ -97,7 +101,12 @@ pub fn check_reply(invite: &Invite, request_frame: &[u8], reply: &[u8]) -> Resul
             detail: r.detail.chars().filter(|c| !c.is_control()).collect(),
         }),
         JoinReply::Granted(g) => {
-            if !verify_mac(invite.secret(), REPLY_LABEL, &[&f.header, &req.mac, f.body], &f.mac) {
+            if !verify_mac(
+                invite.secret(),
+                REPLY_LABEL,
+                &[&f.header, &req.mac, f.body],
+                &f.mac,
+            ) {
                 return Err(JoinError::BadReply(
                     "its MAC does not verify (not from a node of this cluster, or not the answer to this request)".into(),
                 ));
@@ -148,33 +157,37 @@ pub async fn exchange(
     let mut last: Option<JoinError> = None;
     for attempt in 1..=ATTEMPTS {
         eprintln!("reaching {host} (join port {JOIN_PORT}), attempt {attempt} of {ATTEMPTS}");
-        let stream = match tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            client.connect((host.as_str(), JOIN_PORT)),
-        )
-        .await
-        {
-            Err(_) => {
-                last = Some(JoinError::Timeout {
-                    step: "reaching the master address",
-                    after: CONNECT_TIMEOUT,
-                });
-                continue;
-            }
-            Ok(Err(e)) => {
-                last = Some(JoinError::Arti {
-                    what: "connecting to the master address",
-                    reason: e.to_string(),
-                });
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                continue;
-            }
-            Ok(Ok(s)) => s,
-        };
+        let stream =
+            match tokio::time::timeout(CONNECT_TIMEOUT, client.connect((host.as_str(), JOIN_PORT)))
+                .await
+            {
+                Err(_) => {
+                    last = Some(JoinError::Timeout {
+                        step: "reaching the master address",
+                        after: CONNECT_TIMEOUT,
+                    });
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    last = Some(JoinError::Arti {
+                        what: "connecting to the master address",
+                        reason: e.to_string(),
+                    });
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+                Ok(Ok(s)) => s,
+            };
         let mut stream = stream;
         let io = async {
-            stream.write_all(frame).await.map_err(|e| WireError::Io(e.to_string()))?;
-            stream.flush().await.map_err(|e| WireError::Io(e.to_string()))?;
+            stream
+                .write_all(frame)
+                .await
+                .map_err(|e| WireError::Io(e.to_string()))?;
+            stream
+                .flush()
+                .await
+                .map_err(|e| WireError::Io(e.to_string()))?;
             wire::read_frame(&mut stream, FrameKind::Reply).await
         };
         return match tokio::time::timeout(REPLY_TIMEOUT, io).await {
@@ -260,6 +273,9 @@ mod tests {
         )
         .unwrap();
         let e = check_reply(&inv, &req, &refused).unwrap_err().to_string();
-        assert!(e.contains("already used") && e.contains("invite 0102"), "{e}");
+        assert!(
+            e.contains("already used") && e.contains("invite 0102"),
+            "{e}"
+        );
     }
 }

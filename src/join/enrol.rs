@@ -212,7 +212,11 @@ pub struct JoinSpec {
 /// Writes the joined node's files from `grant`: master keys (verified against the master
 /// first: a grant whose keys are not the master's writes nothing), mesh key, token, config.
 /// On an error the files written so far are removed.
-pub fn write_joined(spec: &JoinSpec, keys: &MeshKeys, grant: &Grant) -> Result<PathBuf, EnrolError> {
+pub fn write_joined(
+    spec: &JoinSpec,
+    keys: &MeshKeys,
+    grant: &Grant,
+) -> Result<PathBuf, EnrolError> {
     // Verify before writing anything.
     let master_keys = match &grant.keys {
         KeyMaterial::Identity(bytes) => {
@@ -228,8 +232,12 @@ pub fn write_joined(spec: &JoinSpec, keys: &MeshKeys, grant: &Grant) -> Result<P
         }
         KeyMaterial::Blinded(list) => {
             for (i, k) in list.iter().enumerate() {
-                crate::keys::decode_blinded_key(k, &spec.master, &format!("granted blinded key {i}"))
-                    .map_err(|e| EnrolError::Keys(e.to_string()))?;
+                crate::keys::decode_blinded_key(
+                    k,
+                    &spec.master,
+                    &format!("granted blinded key {i}"),
+                )
+                .map_err(|e| EnrolError::Keys(e.to_string()))?;
             }
             MasterKeyFile::Blinded(BLINDED_DIR.into())
         }
@@ -325,7 +333,9 @@ mod tests {
             }],
             keys: KeyMaterial::Blinded(vec![
                 crate::keys::blinded_key_bytes(&id, tp).unwrap().to_vec(),
-                crate::keys::blinded_key_bytes(&id, tp.next().unwrap()).unwrap().to_vec(),
+                crate::keys::blinded_key_bytes(&id, tp.next().unwrap())
+                    .unwrap()
+                    .to_vec(),
             ]),
             holder_live: true,
             virtual_ports: vec![80, 443],
@@ -348,13 +358,29 @@ mod tests {
         assert_eq!(config.join.share_periods, 2);
         let mesh = config.mesh.unwrap();
         assert_eq!(mesh.seeds.len(), 1);
-        assert_eq!(crate::keys::load_mesh_keys(&mesh.private_key_file).unwrap().public_key(), keys.public_key());
+        assert_eq!(
+            crate::keys::load_mesh_keys(&mesh.private_key_file)
+                .unwrap()
+                .public_key(),
+            keys.public_key()
+        );
         crate::keys::load_cluster_token(&mesh.cluster_token_file).unwrap();
-        assert!(!node.join(KEY_FILE).exists(), "no identity secret on a blinded-only node");
-        assert_eq!(crate::keys::load_blinded_dir(&node.join(BLINDED_DIR), &master).unwrap().len(), 2);
+        assert!(
+            !node.join(KEY_FILE).exists(),
+            "no identity secret on a blinded-only node"
+        );
+        assert_eq!(
+            crate::keys::load_blinded_dir(&node.join(BLINDED_DIR), &master)
+                .unwrap()
+                .len(),
+            2
+        );
         use std::os::unix::fs::PermissionsExt as _;
         for f in [CONFIG_FILE, MESH_KEY_FILE, TOKEN_FILE] {
-            let mode = std::fs::metadata(node.join(f)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(node.join(f))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
         // A second join into the same directory is refused.
@@ -368,8 +394,14 @@ mod tests {
             .to_vec()]);
         let node3 = dir.path().join("n3");
         prepare_dir(&node3).unwrap();
-        let spec3 = JoinSpec { dir: node3.clone(), ..spec };
-        assert!(matches!(write_joined(&spec3, &keys, &bad), Err(EnrolError::Keys(_))));
+        let spec3 = JoinSpec {
+            dir: node3.clone(),
+            ..spec
+        };
+        assert!(matches!(
+            write_joined(&spec3, &keys, &bad),
+            Err(EnrolError::Keys(_))
+        ));
         assert_eq!(std::fs::read_dir(&node3).unwrap().count(), 0);
     }
 }

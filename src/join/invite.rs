@@ -155,7 +155,11 @@ fn head(master: &OnionAddress, terms: &Terms) -> [u8; 50] {
 }
 
 /// The secret of the invite with `terms` for `master`, as any node holding `token` computes it.
-pub fn secret_for(token: &ClusterToken, master: &OnionAddress, terms: &Terms) -> Zeroizing<[u8; 32]> {
+pub fn secret_for(
+    token: &ClusterToken,
+    master: &OnionAddress,
+    terms: &Terms,
+) -> Zeroizing<[u8; 32]> {
     Zeroizing::new(mac(
         &invite_key(token),
         SECRET_LABEL,

@@ -74,7 +74,10 @@ impl Pusher {
         if !someone_short(members, current, share) {
             return Vec::new();
         }
-        if self.last.is_some_and(|t| at.saturating_duration_since(t) < PUSH_EVERY) {
+        if self
+            .last
+            .is_some_and(|t| at.saturating_duration_since(t) < PUSH_EVERY)
+        {
             return Vec::new();
         }
         self.last = Some(at);
@@ -104,7 +107,8 @@ pub fn store_pushed(
 ) -> Result<usize, KeyError> {
     let mut new = 0;
     for k in keys {
-        let (_, fresh) = crate::keys::store_blinded_key(dir, k, master, &format!("key pushed by {from}"))?;
+        let (_, fresh) =
+            crate::keys::store_blinded_key(dir, k, master, &format!("key pushed by {from}"))?;
         new += usize::from(fresh);
     }
     Ok(new)
@@ -173,20 +177,29 @@ mod tests {
         let msgs = p.due(t0, &src, current, 8, &short);
         // periods 999..=1008: 10 keys, two messages
         assert_eq!(msgs.len(), 2);
-        assert!(p.due(t0 + Duration::from_secs(5), &src, current, 8, &short).is_empty());
+        assert!(p
+            .due(t0 + Duration::from_secs(5), &src, current, 8, &short)
+            .is_empty());
         assert_eq!(p.due(t0 + PUSH_EVERY, &src, current, 8, &short).len(), 2);
 
         // A blinded-only member stores them and then covers 8 periods ahead.
         let dir = tempfile::tempdir().unwrap();
         let mut new = 0;
         for m in &msgs {
-            let ClusterMsg::BlindedKeys { keys } = m else { panic!() };
+            let ClusterMsg::BlindedKeys { keys } = m else {
+                panic!()
+            };
             new += store_pushed(dir.path(), &master, keys, "node-a").unwrap();
         }
         assert_eq!(new, 10);
         for m in &msgs {
-            let ClusterMsg::BlindedKeys { keys } = m else { panic!() };
-            assert_eq!(store_pushed(dir.path(), &master, keys, "node-a").unwrap(), 0);
+            let ClusterMsg::BlindedKeys { keys } = m else {
+                panic!()
+            };
+            assert_eq!(
+                store_pushed(dir.path(), &master, keys, "node-a").unwrap(),
+                0
+            );
         }
         let keys = crate::keys::load_blinded_dir(dir.path(), &master).unwrap();
         let src = KeySource::BlindedDir {
@@ -195,9 +208,17 @@ mod tests {
             keys,
         };
         let c = coverage(&src, Some(current));
-        assert_eq!(c, KeyCoverage { holder: false, until_period: 1008 });
+        assert_eq!(
+            c,
+            KeyCoverage {
+                holder: false,
+                until_period: 1008
+            }
+        );
         // A non-holder never pushes.
-        assert!(Pusher::default().due(t0, &src, current, 8, &short).is_empty());
+        assert!(Pusher::default()
+            .due(t0, &src, current, 8, &short)
+            .is_empty());
     }
 
     #[test]

@@ -194,7 +194,11 @@ impl JoinServer {
     /// A join server.
     pub fn new(c: ServerConfig) -> JoinServer {
         JoinServer {
-            authority: Mutex::new(Authority::new(c.token.clone(), c.master.clone(), c.policy.limit)),
+            authority: Mutex::new(Authority::new(
+                c.token.clone(),
+                c.master.clone(),
+                c.policy.limit,
+            )),
             token: c.token,
             master: c.master,
             master_keys: c.master_keys,
@@ -289,9 +293,11 @@ impl JoinServer {
         };
         match self.grant(&checked) {
             Ok(grant) => {
-                let bytes = wire::encode(FrameKind::Reply, &JoinReply::Granted(grant.clone()), |h, b| {
-                    mac(&checked.secret, REPLY_LABEL, &[h, &checked.proof, b])
-                });
+                let bytes = wire::encode(
+                    FrameKind::Reply,
+                    &JoinReply::Granted(grant.clone()),
+                    |h, b| mac(&checked.secret, REPLY_LABEL, &[h, &checked.proof, b]),
+                );
                 let bytes = match bytes {
                     Ok(b) => b,
                     Err(e) => {
@@ -301,11 +307,13 @@ impl JoinServer {
                 };
                 self.auth()
                     .granted(&checked.terms, checked.request.nonce, now);
-                let _ = self.commands.try_send(MeshCommand::Broadcast(ClusterMsg::InviteRedeemed {
-                    invite: checked.terms.id,
-                    nonce: checked.request.nonce,
-                    expires: checked.terms.expires,
-                }));
+                let _ =
+                    self.commands
+                        .try_send(MeshCommand::Broadcast(ClusterMsg::InviteRedeemed {
+                            invite: checked.terms.id,
+                            nonce: checked.request.nonce,
+                            expires: checked.terms.expires,
+                        }));
                 if let Ok(key) = MeshPublicKey::from_bytes(checked.request.mesh_key) {
                     let _ = self.commands.try_send(MeshCommand::ExpectPeer {
                         key,
@@ -345,7 +353,8 @@ impl JoinServer {
                 detail: "this node's mesh is not running".into(),
             });
         };
-        let source = KeySource::load(&self.master_keys).map_err(|_| no_keys("master keys unreadable"))?;
+        let source =
+            KeySource::load(&self.master_keys).map_err(|_| no_keys("master keys unreadable"))?;
         let keys = key_material(&source, &self.master, current, &self.policy)
             .ok_or_else(|| no_keys("no blinded key for the current period"))?;
         let me = Member {
@@ -353,7 +362,10 @@ impl JoinServer {
             key: MeshPublicKey::from_base64(&mesh.public_key)
                 .map(|k| *k.as_bytes())
                 .map_err(|_| no_keys("own mesh key unreadable"))?,
-            endpoint: mesh.endpoint.parse().map_err(|_| no_keys("own endpoint unreadable"))?,
+            endpoint: mesh
+                .endpoint
+                .parse()
+                .map_err(|_| no_keys("own endpoint unreadable"))?,
         };
         let members = mesh
             .members
@@ -535,7 +547,10 @@ mod tests {
             commands,
         });
         let (mut client, srv) = tokio::io::duplex(4096);
-        let task = tokio::spawn(async move { server.handle(srv).await; server });
+        let task = tokio::spawn(async move {
+            server.handle(srv).await;
+            server
+        });
         client
             .write_all(b"GET / HTTP/1.1\r\nHost: x.onion\r\n\r\n")
             .await

@@ -282,10 +282,16 @@ impl RefusalCode {
             RefusalCode::BadInvite => {
                 "the invite is not valid for this cluster (wrong or altered line)"
             }
-            RefusalCode::Expired => "the invite has expired: ask for a new one (rustbalance invite)",
-            RefusalCode::UsedUp => "the invite was already used: ask for a new one (rustbalance invite)",
+            RefusalCode::Expired => {
+                "the invite has expired: ask for a new one (rustbalance invite)"
+            }
+            RefusalCode::UsedUp => {
+                "the invite was already used: ask for a new one (rustbalance invite)"
+            }
             RefusalCode::Replayed => "this request was already answered once",
-            RefusalCode::ClockSkew => "this machine's clock is too far from the cluster's: fix the time",
+            RefusalCode::ClockSkew => {
+                "this machine's clock is too far from the cluster's: fix the time"
+            }
             RefusalCode::RateLimited => "too many join attempts: try again in a minute",
             RefusalCode::NotServing => "the node reached does not take joins",
             RefusalCode::NoKeys => "the node reached has no master keys it may hand out",
@@ -569,8 +575,11 @@ mod tests {
             Err(WireError::TooLong { .. })
         ));
         assert_eq!(
-            split(b"GET / HTTP/1.1\r\n\r\n......................................", FrameKind::Request)
-                .unwrap_err(),
+            split(
+                b"GET / HTTP/1.1\r\n\r\n......................................",
+                FrameKind::Request
+            )
+            .unwrap_err(),
             WireError::BadMagic
         );
     }
@@ -582,14 +591,20 @@ mod tests {
         let body = postcard::to_allocvec(&r).unwrap();
         assert!(matches!(
             JoinRequest::decode(&body),
-            Err(WireError::Invalid { field: "node_id", .. })
+            Err(WireError::Invalid {
+                field: "node_id",
+                ..
+            })
         ));
         let mut r = request();
         r.endpoint = "0.0.0.0:1".parse().unwrap();
         let body = postcard::to_allocvec(&r).unwrap();
         assert!(matches!(
             JoinRequest::decode(&body),
-            Err(WireError::Invalid { field: "endpoint", .. })
+            Err(WireError::Invalid {
+                field: "endpoint",
+                ..
+            })
         ));
         let reply = JoinReply::Refused(Refusal {
             code: RefusalCode::Expired,
@@ -598,7 +613,10 @@ mod tests {
         let body = postcard::to_allocvec(&reply).unwrap();
         assert!(matches!(
             JoinReply::decode(&body),
-            Err(WireError::Invalid { field: "detail", .. })
+            Err(WireError::Invalid {
+                field: "detail",
+                ..
+            })
         ));
     }
 

@@ -357,11 +357,7 @@ fn encode(
 }
 
 /// Blind `identity` for `tp` and write the file `path`.
-fn write_one(
-    identity: &MasterIdentity,
-    tp: TimePeriod,
-    path: &Path,
-) -> Result<(), KeyError> {
+fn write_one(identity: &MasterIdentity, tp: TimePeriod, path: &Path) -> Result<(), KeyError> {
     let contents = blinded_key_bytes(identity, tp)?;
     write_new_secret_file(path, &contents[..])
 }

@@ -16,9 +16,7 @@ use crate::election::{MembershipView, PeerState, WallTime};
 use crate::mesh::MeshPublicKey;
 
 use super::identity::MemberId;
-use super::wire::{
-    self, ClusterMsg, Echo, IptWire, IptsMsg, Kind, NodeState, StateMsg, WireError,
-};
+use super::wire::{self, ClusterMsg, Echo, IptWire, IptsMsg, Kind, NodeState, StateMsg, WireError};
 
 /// How many members get the periodic state refresh per `state_interval` (changes go to all).
 pub const STATE_FANOUT: usize = 16;
@@ -377,7 +375,11 @@ impl Membership {
     }
 
     /// A cluster message to every live member (not refused duplicates): the datagrams to send.
-    pub fn broadcast_cluster(&mut self, now: WallTime, msg: &ClusterMsg) -> Result<usize, WireError> {
+    pub fn broadcast_cluster(
+        &mut self,
+        now: WallTime,
+        msg: &ClusterMsg,
+    ) -> Result<usize, WireError> {
         let body = msg.encode()?;
         let datagram = wire::encode(Kind::Cluster, now, &body)?;
         let targets: Vec<MeshPublicKey> = self
@@ -888,7 +890,9 @@ impl Membership {
                 };
                 let id = peer.id.clone();
                 if self.is_duplicate(&id) {
-                    return Err(Refused::Spoofed("cluster message from a refused duplicate id"));
+                    return Err(Refused::Spoofed(
+                        "cluster message from a refused duplicate id",
+                    ));
                 }
                 self.counters.cluster_msgs += 1;
                 self.inbox.push((id.node_id.clone(), msg));

@@ -28,7 +28,9 @@ use crate::mesh::{
 use super::agent::Agent;
 use super::core::{Action, Counters, Liveness, Membership, MembershipConfig};
 use super::identity::MemberId;
-use super::wire::{AdvertisedRole, ClusterMsg, Health, IptSummary, IptWire, KeyCoverage, NodeState};
+use super::wire::{
+    AdvertisedRole, ClusterMsg, Health, IptSummary, IptWire, KeyCoverage, NodeState,
+};
 
 /// How often the agent is stepped.
 pub const STEP: Duration = Duration::from_millis(100);

@@ -666,7 +666,10 @@ impl ClusterMsg {
                     problem: "1 to 7 keys per message",
                 });
             }
-            if keys.iter().any(|k| k.len() != crate::keys::BLINDED_FILE_LEN) {
+            if keys
+                .iter()
+                .any(|k| k.len() != crate::keys::BLINDED_FILE_LEN)
+            {
                 return Err(WireError::Invalid {
                     field: "cluster.keys",
                     problem: "a key is not a 144-byte blinded key",

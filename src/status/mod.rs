@@ -187,13 +187,24 @@ impl Snapshot {
             let refused: Vec<String> = j
                 .refused
                 .iter()
-                .map(|(c, n)| format!("{n} {}", serde_json::to_string(c).unwrap_or_default().trim_matches('"')))
+                .map(|(c, n)| {
+                    format!(
+                        "{n} {}",
+                        serde_json::to_string(c)
+                            .unwrap_or_default()
+                            .trim_matches('"')
+                    )
+                })
                 .collect();
             let _ = writeln!(
                 s,
                 "joins: {} granted here, refused: {}; {} invites redeemed in the cluster",
                 j.granted,
-                if refused.is_empty() { "none".to_string() } else { refused.join(", ") },
+                if refused.is_empty() {
+                    "none".to_string()
+                } else {
+                    refused.join(", ")
+                },
                 j.invites_redeemed
             );
         }
@@ -280,7 +291,9 @@ impl Snapshot {
                 let _ = writeln!(
                     s,
                     "    {:<12} keys: {}",
-                    serde_json::to_string(&m.lifecycle).unwrap_or_default().trim_matches('"'),
+                    serde_json::to_string(&m.lifecycle)
+                        .unwrap_or_default()
+                        .trim_matches('"'),
                     keys_text(m.keys)
                 );
                 if m.duplicate_id {

@@ -88,6 +88,8 @@ pub struct Node {
     pub status_addr: String,
     pub child: Option<Child>,
     starts: u32,
+    /// What `init` printed (the join line, with `--endpoint`).
+    pub init_output: String,
 }
 
 impl Node {
@@ -129,7 +131,47 @@ impl Node {
             status_addr,
             child: None,
             starts: 0,
+            init_output: text,
         }
+    }
+
+    /// A node directory written by something else (`rustbalance join`).
+    pub fn existing(name: &str, dir: PathBuf, address: &str, status_addr: &str) -> Node {
+        Node {
+            name: name.to_string(),
+            config: dir.join("rustbalance.toml"),
+            dir,
+            address: address.to_string(),
+            status_addr: status_addr.to_string(),
+            child: None,
+            starts: 0,
+            init_output: String::new(),
+        }
+    }
+
+    /// The join line `init --endpoint` printed.
+    pub fn join_line(&self) -> String {
+        self.init_output
+            .lines()
+            .find(|l| l.starts_with("rbjoin1:"))
+            .expect("init --endpoint prints a join line")
+            .to_string()
+    }
+
+    /// The auth keys (hex) of this node's own intro points, from its status.
+    pub fn auth_keys(&self) -> BTreeSet<String> {
+        self.status()
+            .map(|s| {
+                s["intro_points"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i["auth_key"].as_str())
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The master identity key file `init` wrote.
@@ -725,4 +767,92 @@ pub fn env_usize(name: &str, default: usize) -> usize {
             .unwrap_or_else(|| panic!("{name}={v:?}: expected a positive integer")),
         Err(_) => default,
     }
+}
+
+/// How `join_node` hands the join line to `rustbalance join`.
+pub enum LineFrom<'a> {
+    /// `--line-file`.
+    File(&'a str),
+    /// Standard input (`-`).
+    Stdin(&'a str),
+}
+
+/// Runs `rustbalance join` for a new node directory `name` on `target`, its mesh on a fresh
+/// loopback UDP port. Returns the node (not started), how long `join` took, and its output.
+pub fn join_node(
+    name: &str,
+    line: LineFrom<'_>,
+    target: &str,
+    net: &Description,
+) -> (Node, Duration, Output) {
+    let dir = scratch(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let status_addr = format!("127.0.0.1:{}", free_port());
+    let endpoint = format!("127.0.0.1:{}", free_udp_port());
+    let line_file = std::env::temp_dir().join(format!("{name}-{}.line", std::process::id()));
+    let address = line_master(match &line {
+        LineFrom::File(l) | LineFrom::Stdin(l) => l,
+    });
+    let mut args: Vec<String> = vec!["join".into()];
+    let stdin_text = match line {
+        LineFrom::File(l) => {
+            std::fs::write(&line_file, l).unwrap();
+            args.extend(["--line-file".into(), line_file.display().to_string()]);
+            None
+        }
+        LineFrom::Stdin(l) => {
+            args.push("-".into());
+            Some(l.to_string())
+        }
+    };
+    args.extend(
+        [
+            "--target",
+            target,
+            "--endpoint",
+            &endpoint,
+            "--listen",
+            &endpoint,
+            "--dir",
+            dir.to_str().unwrap(),
+            "--node-id",
+            name,
+            "--arti-config",
+            net.arti_config.to_str().unwrap(),
+            "--status-listen",
+            &status_addr,
+        ]
+        .map(String::from),
+    );
+    let t0 = Instant::now();
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rustbalance join");
+    if let Some(text) = stdin_text {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{text}\n").as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().unwrap();
+    let took = t0.elapsed();
+    let _ = std::fs::remove_file(&line_file);
+    (Node::existing(name, dir, &address, &status_addr), took, out)
+}
+
+/// The master address a join line names.
+pub fn line_master(line: &str) -> String {
+    rustbalance::join::invite::Invite::parse(line)
+        .expect("a join line")
+        .master
+        .to_string()
 }

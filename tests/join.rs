@@ -1,0 +1,293 @@
+//! Two lines to a cluster, on the private Tor network with real binaries and a C-tor client as
+//! the judge: `init --endpoint` on node a prints a join line; `rustbalance join` on b (line from
+//! a file) and c (line from stdin, a fresh `invite`) reach the master address over Tor, get the
+//! cluster's token, members and BLINDED keys only, and run as normal nodes. All three end up in
+//! one mesh and in the descriptor the HSDirs serve; the C-tor client reaches the target through
+//! each. A used invite is refused on the joiner with its reason, counted on the cluster; a plain
+//! client on the join port gets a refusal frame and the target never sees it. Across a
+//! time-period boundary the key holder (a) pushes b the next periods' blinded keys and b stays
+//! in the descriptor.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// An HTTP target that counts the connections it gets.
+fn counting_target(body: &'static [u8]) -> (String, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let hits = Arc::new(AtomicU64::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            h.fetch_add(1, Ordering::Relaxed);
+            std::thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = [0u8; 2048];
+                let _ = conn.read(&mut buf);
+                let head = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(body);
+            });
+        }
+    });
+    (addr, hits)
+}
+
+fn blinded_files(n: &Node) -> BTreeSet<String> {
+    std::fs::read_dir(n.dir.join("blinded"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|f| f.starts_with("blinded-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn every_node_served(nodes: &[&Node], hsdirs: &HsDirs, address: &str) -> Option<usize> {
+    let own: Vec<BTreeSet<String>> = nodes.iter().map(|n| n.auth_keys()).collect();
+    let d = hsdirs.descriptor(address)?;
+    serves_every_node(&d, &own).then_some(d.len())
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn init_then_join_lines_make_a_three_node_cluster_with_blinded_keys_only() {
+    let net = testnet::fixture::shared().expect("private Tor network");
+    let dir = scratch("join");
+    std::fs::create_dir_all(&dir).unwrap();
+    let hsdirs = HsDirs::new(net, &dir);
+    let body: &'static [u8] = Box::leak(net.index_body().to_vec().into_boxed_slice());
+    let (target, hits) = counting_target(body);
+
+    // Node a: `init --endpoint` makes everything and prints the master address and a join line.
+    let a_endpoint = format!("127.0.0.1:{}", free_udp_port());
+    let mut a = Node::init_with(
+        "join-a",
+        &target,
+        net,
+        &["--endpoint", &a_endpoint, "--listen", &a_endpoint],
+    );
+    let line = a.join_line();
+    assert!(!a.log().contains("rbjoin1:"));
+    a.start();
+    a.wait_published();
+    let address = a.address.clone();
+    assert_eq!(line_master(&line), address);
+
+    // Node b joins with the line from a file; node c with a fresh invite on stdin.
+    let (mut b, took_b, out) = join_node("join-b", LineFrom::File(&line), &target, net);
+    assert!(
+        out.status.success(),
+        "join b failed:\n{}\n{}\n{}",
+        stdout(&out),
+        stderr(&out),
+        a.log()
+    );
+    eprintln!("join b took {:.1} s", took_b.as_secs_f64());
+    assert!(stdout(&out).contains("joined the cluster of"));
+    assert!(
+        !b.dir.join("hs_ed25519_secret_key").exists(),
+        "a joined node holds blinded keys only"
+    );
+    let granted_b = blinded_files(&b);
+    assert!(granted_b.len() >= 3, "blinded keys granted: {granted_b:?}");
+    assert!(
+        !stderr(&out).contains(&line[10..40]),
+        "the line is never echoed"
+    );
+
+    // The same single-use line again: refused on the joiner with its reason, nothing written.
+    let (used, _, out) = join_node("join-x", LineFrom::File(&line), &target, net);
+    assert!(!out.status.success(), "a used invite must be refused");
+    assert!(
+        stderr(&out).contains("already used"),
+        "the joiner says why: {}",
+        stderr(&out)
+    );
+    assert!(!used.config.exists(), "a refused join writes no config");
+
+    let invite = rustbalance_ok(&["invite", "-c", a.config.to_str().unwrap(), "--ttl", "10m"]);
+    let (mut c, took_c, out) = join_node("join-c", LineFrom::Stdin(invite.trim()), &target, net);
+    assert!(out.status.success(), "join c failed:\n{}", stderr(&out));
+    eprintln!("join c took {:.1} s", took_c.as_secs_f64());
+    b.start();
+    c.start();
+
+    // One mesh of three, each member healthy with its lifecycle and keys shown.
+    wait_for(LIMIT, "a sees b and c healthy in its mesh", || {
+        let s = a.status()?;
+        let mesh = &s["cluster"];
+        let ok = ["join-b", "join-c"].iter().all(|id| {
+            member(mesh, id)
+                .is_some_and(|m| m["lifecycle"] == "healthy" && m["keys"]["holder"] == false)
+        });
+        ok.then_some(())
+    });
+    let s = a.status().unwrap();
+    assert_eq!(
+        s["keys"]["holder"], true,
+        "a holds the identity: {}",
+        s["keys"]
+    );
+    assert!(s["join"]["granted"].as_u64().unwrap() >= 2, "{}", s["join"]);
+    assert!(
+        s["join"]["refused"]["used_up"].as_u64().unwrap_or(0)
+            + s["join"]["refused"]["replayed"].as_u64().unwrap_or(0)
+            >= 1,
+        "the used invite is counted: {}",
+        s["join"]
+    );
+
+    // The descriptor the HSDirs serve lists every node.
+    let t0 = Instant::now();
+    let n = wait_for(
+        LIMIT,
+        "the HSDirs serve a descriptor listing a, b and c",
+        || every_node_served(&[&a, &b, &c], &hsdirs, &address),
+    );
+    eprintln!(
+        "descriptor lists {n} intro points of 3 nodes ({:.1} s after the joins)",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // A C-tor client reaches the target through every node.
+    let nodes = [&a, &b, &c];
+    let before: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.status().unwrap()["proxy"]["total"].as_u64().unwrap())
+        .collect();
+    let client = Client::start(net, address.clone());
+    let mut last_newnym = Instant::now();
+    wait_for(LIMIT * 2, "streams through every node", || {
+        let through: Vec<u64> = nodes
+            .iter()
+            .zip(&before)
+            .map(|(n, b)| {
+                n.status().map_or(0, |s| {
+                    s["proxy"]["total"].as_u64().unwrap_or(0).saturating_sub(*b)
+                })
+            })
+            .collect();
+        if through.iter().all(|t| *t > 0) {
+            eprintln!("streams per node: {through:?}");
+            return Some(());
+        }
+        if last_newnym.elapsed() > Duration::from_secs(10) {
+            newnym(net);
+            last_newnym = Instant::now();
+            eprintln!("streams per node so far: {through:?}");
+        }
+        None
+    });
+    let (ok, failed) = client.finish();
+    assert!(ok > 0, "client ok {ok}, failed {failed}");
+
+    // A plain client on the join port: a refusal frame, nothing else; the target never sees it.
+    let hits_before = hits.load(Ordering::Relaxed);
+    let totals_before: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.status().unwrap()["proxy"]["total"].as_u64().unwrap())
+        .collect();
+    let reply = {
+        let t0 = Instant::now();
+        loop {
+            let r = testnet::client::socks5_connect(
+                net.client.socks,
+                &address,
+                rustbalance::join::JOIN_PORT,
+                Some("plain-join-probe"),
+                Duration::from_secs(60),
+            )
+            .and_then(|mut s| {
+                s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok();
+                let mut out = Vec::new();
+                let _ = s.read_to_end(&mut out);
+                Ok(out)
+            });
+            match r {
+                Ok(out) if !out.is_empty() => break out,
+                other if t0.elapsed() < LIMIT => {
+                    eprintln!("join-port probe: {:?}; retrying", other.map(|o| o.len()));
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                other => panic!("no answer on the join port: {other:?}"),
+            }
+        }
+    };
+    let frame = rustbalance::join::wire::split(&reply, rustbalance::join::wire::FrameKind::Reply)
+        .expect("a join reply frame");
+    match rustbalance::join::wire::JoinReply::decode(frame.body).unwrap() {
+        rustbalance::join::wire::JoinReply::Refused(r) => {
+            assert_eq!(r.code, rustbalance::join::wire::RefusalCode::Malformed)
+        }
+        other => panic!("a plain client got {other:?}"),
+    }
+    assert_eq!(
+        hits.load(Ordering::Relaxed),
+        hits_before,
+        "the target never sees the join port"
+    );
+    let totals_after: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.status().unwrap()["proxy"]["total"].as_u64().unwrap())
+        .collect();
+    assert_eq!(totals_before, totals_after, "no stream was proxied");
+    // The status snapshot is refreshed every second.
+    wait_for(Duration::from_secs(10), "the refusal is counted", || {
+        let malformed: u64 = nodes
+            .iter()
+            .filter_map(|n| n.status()?["join"]["refused"]["malformed"].as_u64())
+            .sum();
+        (malformed >= 1).then_some(())
+    });
+
+    // Across a time-period boundary: a pushes b the keys of the periods ahead, and b stays in
+    // the descriptor.
+    let left = wait_for(LIMIT, "the poller's consensus", || hsdirs.period_left());
+    eprintln!(
+        "waiting {:.0} s for the time period to end",
+        left.as_secs_f64()
+    );
+    std::thread::sleep(left + Duration::from_secs(3));
+    let pushed = wait_for(LIMIT, "a pushes b a blinded key it was not granted", || {
+        let now = blinded_files(&b);
+        let new: Vec<String> = now.difference(&granted_b).cloned().collect();
+        (!new.is_empty()).then_some(new)
+    });
+    eprintln!("pushed to b after the boundary: {pushed:?}");
+    assert!(b.log().contains("blinded keys received from a key holder"));
+    wait_for(
+        LIMIT,
+        "the new period's descriptor lists a, b and c",
+        || every_node_served(&[&a, &b, &c], &hsdirs, &address),
+    );
+    for n in [&mut a, &mut b, &mut c] {
+        n.assert_running();
+    }
+    assert!(!b.dir.join("hs_ed25519_secret_key").exists());
+    for n in [&a, &b, &c] {
+        assert!(!n.log().contains("panicked"), "{}:\n{}", n.name, n.log());
+    }
+}
