@@ -57,7 +57,9 @@ fuzz_target!(|data: &[u8]| {
             // Bytes, not text: the rest of the request need not be UTF-8.
             let bearer = format!("Bearer {TOKEN}");
             assert!(
-                request.windows(bearer.len()).any(|w| w == bearer.as_bytes()),
+                request
+                    .windows(bearer.len())
+                    .any(|w| w == bearer.as_bytes()),
                 "200 without the token: {:?}",
                 String::from_utf8_lossy(request)
             );

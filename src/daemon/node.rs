@@ -153,7 +153,7 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
         };
         let wanted = hosting::wanted_periods(&netdir);
         let current = netdir.hs_time_period();
-        period_tx.send_if_modified(|p| std::mem::replace(p, Some(current)) != Some(current));
+        period_tx.send_if_modified(|p| p.replace(current) != Some(current));
         let keys_changed = wanted != synced_for;
         if keys_changed {
             key_source.reload();
