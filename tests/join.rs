@@ -21,7 +21,8 @@ use support::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// An HTTP target that counts the connections it gets.
+/// An HTTP target that counts the requests naming `Host: join-probe` it gets (what the plain
+/// client sends on the join port: the health probes and the real clients send other bytes).
 fn counting_target(body: &'static [u8]) -> (String, Arc<AtomicU64>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -30,11 +31,14 @@ fn counting_target(body: &'static [u8]) -> (String, Arc<AtomicU64>) {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
-            h.fetch_add(1, Ordering::Relaxed);
+            let h = h.clone();
             std::thread::spawn(move || {
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
                 let mut buf = [0u8; 2048];
-                let _ = conn.read(&mut buf);
+                let n = conn.read(&mut buf).unwrap_or(0);
+                if buf[..n].windows(17).any(|w| w == b"Host: join-probe\r") {
+                    h.fetch_add(1, Ordering::Relaxed);
+                }
                 let head = format!(
                     "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
@@ -205,7 +209,8 @@ fn init_then_join_lines_make_a_three_node_cluster_with_blinded_keys_only() {
     assert!(ok > 0, "client ok {ok}, failed {failed}");
 
     // A plain client on the join port: a refusal frame, nothing else; the target never sees it.
-    let hits_before = hits.load(Ordering::Relaxed);
+    // Status snapshots refresh every second.
+    std::thread::sleep(Duration::from_millis(1500));
     let totals_before: Vec<u64> = nodes
         .iter()
         .map(|n| n.status().unwrap()["proxy"]["total"].as_u64().unwrap())
@@ -221,7 +226,7 @@ fn init_then_join_lines_make_a_three_node_cluster_with_blinded_keys_only() {
                 Duration::from_secs(60),
             )
             .map(|mut s| {
-                s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok();
+                s.write_all(b"GET / HTTP/1.0\r\nHost: join-probe\r\n\r\n").ok();
                 let mut out = Vec::new();
                 let _ = s.read_to_end(&mut out);
                 out
@@ -246,9 +251,10 @@ fn init_then_join_lines_make_a_three_node_cluster_with_blinded_keys_only() {
     }
     assert_eq!(
         hits.load(Ordering::Relaxed),
-        hits_before,
+        0,
         "the target never sees the join port"
     );
+    std::thread::sleep(Duration::from_millis(1500));
     let totals_after: Vec<u64> = nodes
         .iter()
         .map(|n| n.status().unwrap()["proxy"]["total"].as_u64().unwrap())
@@ -261,6 +267,32 @@ fn init_then_join_lines_make_a_three_node_cluster_with_blinded_keys_only() {
             .filter_map(|n| n.status()?["join"]["refused"]["malformed"].as_u64())
             .sum();
         (malformed >= 1).then_some(())
+    });
+
+    // Two join streams on one rendezvous circuit (same SOCKS isolation): the second is refused
+    // at once, the first still gets its answer.
+    let socks = |iso: &str| {
+        testnet::client::socks5_connect(
+            net.client.socks,
+            &address,
+            rustbalance::join::JOIN_PORT,
+            Some(iso),
+            Duration::from_secs(60),
+        )
+    };
+    let mut first = wait_for(LIMIT, "a first join stream", || socks("two-on-one").ok());
+    let second = socks("two-on-one");
+    assert!(second.is_err(), "a second join stream on one circuit must be refused");
+    first.write_all(b"\0\0\0\0\0\0\0\0").unwrap();
+    let mut out = Vec::new();
+    let _ = first.read_to_end(&mut out);
+    assert!(out.starts_with(b"RBJ"), "the first stream is answered: {out:?}");
+    wait_for(Duration::from_secs(10), "the refused stream is counted", || {
+        let limited: u64 = nodes
+            .iter()
+            .filter_map(|n| n.status()?["join"]["refused"]["rate_limited"].as_u64())
+            .sum();
+        (limited >= 1).then_some(())
     });
 
     // Across a time-period boundary: a pushes b the keys of the periods ahead, and b stays in

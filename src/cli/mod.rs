@@ -35,6 +35,10 @@ enum Command {
         /// generating one.
         #[arg(long)]
         import: Option<PathBuf>,
+        /// Offline master: copy the blinded keys of this directory (`keys export-blinded`) into
+        /// the node instead of holding an identity secret; the master address is theirs.
+        #[arg(long, conflicts_with = "import")]
+        blinded: Option<PathBuf>,
         /// This node's id, unique in the cluster (default: `node-` and 8 random hex digits).
         #[arg(long)]
         node_id: Option<String>,
@@ -201,6 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             target,
             dir,
             import,
+            blinded,
             node_id,
             arti_config,
             status_listen,
@@ -211,6 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 target,
                 dir: dir.clone(),
                 import,
+                blinded,
                 node_id: node_id.unwrap_or_else(fresh_node_id),
                 arti_config,
                 status_listen,
@@ -405,6 +411,8 @@ pub struct InitOptions {
     pub dir: PathBuf,
     /// Identity to import instead of generating one.
     pub import: Option<PathBuf>,
+    /// Blinded keys to copy instead of an identity (offline master).
+    pub blinded: Option<PathBuf>,
     /// Node id.
     pub node_id: String,
     /// Arti configuration file.
@@ -538,11 +546,26 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<OnionAddress> {
     }
     std::fs::create_dir_all(&opts.dir)
         .with_context(|| format!("creating {}", opts.dir.display()))?;
-    let identity = match &opts.import {
-        Some(p) => daemon_keys_load(p)?,
-        None => MasterIdentity::generate(&mut rand::rng()),
+    // The master: an identity (generated or imported), or blinded keys only (offline master).
+    let (identity, blinded) = match &opts.blinded {
+        Some(src) => {
+            let master = crate::keys::blinded_dir_master(src)?;
+            let keys = crate::keys::load_blinded_dir(src, &master)?;
+            (None, Some((master, keys)))
+        }
+        None => (
+            Some(match &opts.import {
+                Some(p) => daemon_keys_load(p)?,
+                None => MasterIdentity::generate(&mut rand::rng()),
+            }),
+            None,
+        ),
     };
-    let address = identity.onion_address();
+    let address = match (&identity, &blinded) {
+        (Some(id), _) => id.onion_address(),
+        (None, Some((master, _))) => master.clone(),
+        (None, None) => unreachable!("one of the two is set"),
+    };
     let arti_config = match &opts.arti_config {
         Some(p) => Some(std::path::absolute(p).with_context(|| format!("{}", p.display()))?),
         None => None,
@@ -550,7 +573,11 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<OnionAddress> {
     let text = crate::join::enrol::render(&crate::join::enrol::ConfigSpec {
         node_id: opts.node_id.clone(),
         master: address.clone(),
-        keys: crate::join::enrol::MasterKeyFile::Identity(KEY_FILE.into()),
+        keys: if blinded.is_some() {
+            crate::join::enrol::MasterKeyFile::Blinded(crate::join::enrol::BLINDED_DIR.into())
+        } else {
+            crate::join::enrol::MasterKeyFile::Identity(KEY_FILE.into())
+        },
         target: opts.target.clone(),
         virtual_ports: vec![80],
         arti_config,
@@ -567,8 +594,21 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<OnionAddress> {
     });
     // Validate before writing anything that a failed init would leave behind.
     let key_path = opts.dir.join(KEY_FILE);
-    identity.write_ctor_secret_key_file(&key_path)?;
-    let mut written = vec![key_path];
+    let mut written = Vec::new();
+    if let Some(id) = &identity {
+        id.write_ctor_secret_key_file(&key_path)?;
+        written.push(key_path);
+    }
+    if let Some((master, keys)) = &blinded {
+        let d = opts.dir.join(crate::join::enrol::BLINDED_DIR);
+        written.push(d.clone());
+        for k in keys {
+            if let Err(e) = crate::keys::store_blinded_key(&d, &k.to_bytes(master)[..], master, "blinded key") {
+                let _ = std::fs::remove_dir_all(&d);
+                return Err(e.into());
+            }
+        }
+    }
     let result = (|| -> anyhow::Result<()> {
         if opts.mesh.is_some() {
             let p = opts.dir.join(crate::join::enrol::MESH_KEY_FILE);
@@ -583,7 +623,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<OnionAddress> {
     })();
     if let Err(e) = result {
         for p in &written {
-            let _ = std::fs::remove_file(p);
+            let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
         }
         return Err(e);
     }
@@ -634,6 +674,7 @@ mod tests {
             target: "127.0.0.1:8080".into(),
             dir: dir.clone(),
             import: None,
+            blinded: None,
             node_id: "n1".into(),
             arti_config: None,
             status_listen: "127.0.0.1:9191".into(),
@@ -663,6 +704,7 @@ mod tests {
             target: "no-port".into(),
             dir: dir.clone(),
             import: None,
+            blinded: None,
             node_id: "n1".into(),
             arti_config: None,
             status_listen: "127.0.0.1:9191".into(),
@@ -672,6 +714,47 @@ mod tests {
         assert!(err.contains("target.address"), "{err}");
         assert!(!dir.join(KEY_FILE).exists() && !dir.join(CONFIG_FILE).exists());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn init_with_blinded_keys_and_an_endpoint_makes_an_offline_master_cluster_node() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = MasterIdentity::generate(&mut rand::rng());
+        let src = tmp.path().join("exported");
+        let first = tor_hscrypto::time::TimePeriod::from_parts(1440, 20_000, 43200);
+        crate::keys::export_blinded(&id, first, 3, &src).unwrap();
+        let dir = tmp.path().join("n1");
+        let opts = InitOptions {
+            target: "127.0.0.1:8080".into(),
+            dir: dir.clone(),
+            import: None,
+            blinded: Some(src),
+            node_id: "n1".into(),
+            arti_config: None,
+            status_listen: "127.0.0.1:9191".into(),
+            mesh: Some((
+                "0.0.0.0:51820".parse().unwrap(),
+                "192.0.2.1:51820".parse().unwrap(),
+            )),
+        };
+        let address = init(&opts).unwrap();
+        assert_eq!(address, id.onion_address());
+        let config = Config::load(&dir.join(CONFIG_FILE)).unwrap();
+        assert!(matches!(config.master.keys, crate::config::MasterKeys::BlindedDir(_)));
+        assert!(!dir.join(KEY_FILE).exists(), "no identity secret");
+        let mesh = config.mesh.clone().expect("--endpoint writes [mesh]");
+        assert_eq!(mesh.endpoint, "192.0.2.1:51820".parse().unwrap());
+        crate::keys::load_mesh_keys(&mesh.private_key_file).unwrap();
+        crate::keys::load_cluster_token(&mesh.cluster_token_file).unwrap();
+        assert_eq!(
+            crate::daemon::preflight(&config).unwrap().keys,
+            format!("3 blinded keys in {}", dir.join("blinded").display())
+        );
+        // A join line for that cluster.
+        let line = mint(&config, std::time::Duration::from_secs(60), 2).unwrap();
+        let inv = crate::join::invite::Invite::parse(&line).unwrap();
+        assert_eq!(inv.master, address);
+        assert_eq!(inv.terms.uses, 2);
     }
 
     #[test]

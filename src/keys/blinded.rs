@@ -233,6 +233,35 @@ pub fn load_blinded_dir(dir: &Path, master: &OnionAddress) -> Result<Vec<Blinded
     Ok(keys)
 }
 
+/// The master address the blinded keys in `dir` belong to (read from its first key file; the
+/// caller then loads the directory with [`load_blinded_dir`], which checks every file).
+pub fn blinded_dir_master(dir: &Path) -> Result<OnionAddress, KeyError> {
+    let read_dir_err = |source: io::Error| KeyError::ReadDir {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut names: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(read_dir_err)?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(FILE_PREFIX) && n.ends_with(FILE_SUFFIX))
+        })
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    let first = names.first().ok_or_else(|| KeyError::NoBlindedKeys {
+        path: dir.to_owned(),
+    })?;
+    let data = read_secret_file(first, LengthRule::Exactly(BLINDED_FILE_LEN as u64))?;
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&data[32..64]);
+    OnionAddress::from_public_key_bytes(key).ok_or_else(|| KeyError::BlindedTag {
+        path: first.clone(),
+    })
+}
+
 /// The keys for the `wanted` periods (in the order wanted, duplicates once), and the wanted
 /// periods no key covers.
 pub fn covering<'a>(

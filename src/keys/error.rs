@@ -12,6 +12,13 @@ use tor_llcrypto::pk::keymanip::BlindingError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
+    /// A blinded-key directory holds no blinded key.
+    #[error("{} holds no blinded-*.key file (write some with `rustbalance keys export-blinded`)", path.display())]
+    NoBlindedKeys {
+        /// The directory.
+        path: PathBuf,
+    },
+
     /// The key file could not be opened or read.
     #[error("cannot read key file {}: {source}", path.display())]
     Read {
