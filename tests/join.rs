@@ -94,7 +94,11 @@ fn init_then_join_lines_make_a_three_node_cluster_with_blinded_keys_only() {
         &["--endpoint", &a_endpoint, "--listen", &a_endpoint],
     );
     let line = a.join_line();
-    assert!(!a.log().contains("rbjoin1:"));
+    // Keys handed out and pushed cover one period ahead only, so b's keys after the boundary
+    // below can only come from a's push (the grant gave the previous, current and next).
+    let mut text = std::fs::read_to_string(&a.config).unwrap();
+    text.push_str("\n[join]\nshare_periods = 1\n");
+    std::fs::write(&a.config, text).unwrap();
     a.start();
     a.wait_published();
     let address = a.address.clone();
@@ -116,7 +120,7 @@ fn init_then_join_lines_make_a_three_node_cluster_with_blinded_keys_only() {
         "a joined node holds blinded keys only"
     );
     let granted_b = blinded_files(&b);
-    assert!(granted_b.len() >= 3, "blinded keys granted: {granted_b:?}");
+    assert_eq!(granted_b.len(), 3, "previous, current, next: {granted_b:?}");
     assert!(
         !stderr(&out).contains(&line[10..40]),
         "the line is never echoed"
@@ -310,6 +314,20 @@ fn init_then_join_lines_make_a_three_node_cluster_with_blinded_keys_only() {
     });
     eprintln!("pushed to b after the boundary: {pushed:?}");
     assert!(b.log().contains("blinded keys received from a key holder"));
+    // The pushed key is for a period after every granted one: b could not have had it.
+    let period = |f: &str| -> u64 {
+        f.trim_start_matches("blinded-")
+            .split('_')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let granted_max = granted_b.iter().map(|f| period(f)).max().unwrap();
+    assert!(
+        pushed.iter().any(|f| period(f) > granted_max),
+        "{pushed:?} vs granted up to {granted_max}"
+    );
     wait_for(
         LIMIT,
         "the new period's descriptor lists a, b and c",
