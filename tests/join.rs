@@ -180,7 +180,16 @@ fn init_then_join_lines_make_a_three_node_cluster_with_blinded_keys_only() {
         t0.elapsed().as_secs_f64()
     );
 
-    // A C-tor client reaches the target through every node.
+    // A C-tor client reaches the target through every node; a's metrics move with it.
+    let m0 = metrics_at(&a.status_addr).expect("GET /metrics");
+    assert_eq!(
+        m0.get("rustbalance_members{liveness=\"alive\"}"),
+        Some(&2.0),
+        "{m0:?}"
+    );
+    assert_eq!(m0.get("rustbalance_key_holder"), Some(&1.0));
+    assert!(m0["rustbalance_join_granted_total"] >= 2.0);
+    assert!(m0["rustbalance_join_refused_total{reason=\"used_up\"}"] >= 1.0);
     let nodes = [&a, &b, &c];
     let before: Vec<u64> = nodes
         .iter()
@@ -211,6 +220,13 @@ fn init_then_join_lines_make_a_three_node_cluster_with_blinded_keys_only() {
     });
     let (ok, failed) = client.finish();
     assert!(ok > 0, "client ok {ok}, failed {failed}");
+    wait_for(Duration::from_secs(10), "a's stream metrics move", || {
+        let m = metrics_at(&a.status_addr)?;
+        (m["rustbalance_streams_total"] > m0["rustbalance_streams_total"]
+            && m["tor_hs_rdv_num_total"] > m0["tor_hs_rdv_num_total"]
+            && m["tor_hs_app_write_bytes_total"] > m0["tor_hs_app_write_bytes_total"])
+            .then_some(())
+    });
 
     // A plain client on the join port: a refusal frame, nothing else; the target never sees it.
     // Status snapshots refresh every second.
@@ -230,7 +246,8 @@ fn init_then_join_lines_make_a_three_node_cluster_with_blinded_keys_only() {
                 Duration::from_secs(60),
             )
             .map(|mut s| {
-                s.write_all(b"GET / HTTP/1.0\r\nHost: join-probe\r\n\r\n").ok();
+                s.write_all(b"GET / HTTP/1.0\r\nHost: join-probe\r\n\r\n")
+                    .ok();
                 let mut out = Vec::new();
                 let _ = s.read_to_end(&mut out);
                 out
@@ -286,18 +303,28 @@ fn init_then_join_lines_make_a_three_node_cluster_with_blinded_keys_only() {
     };
     let mut first = wait_for(LIMIT, "a first join stream", || socks("two-on-one").ok());
     let second = socks("two-on-one");
-    assert!(second.is_err(), "a second join stream on one circuit must be refused");
+    assert!(
+        second.is_err(),
+        "a second join stream on one circuit must be refused"
+    );
     first.write_all(b"\0\0\0\0\0\0\0\0").unwrap();
     let mut out = Vec::new();
     let _ = first.read_to_end(&mut out);
-    assert!(out.starts_with(b"RBJ"), "the first stream is answered: {out:?}");
-    wait_for(Duration::from_secs(10), "the refused stream is counted", || {
-        let limited: u64 = nodes
-            .iter()
-            .filter_map(|n| n.status()?["join"]["refused"]["rate_limited"].as_u64())
-            .sum();
-        (limited >= 1).then_some(())
-    });
+    assert!(
+        out.starts_with(b"RBJ"),
+        "the first stream is answered: {out:?}"
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "the refused stream is counted",
+        || {
+            let limited: u64 = nodes
+                .iter()
+                .filter_map(|n| n.status()?["join"]["refused"]["rate_limited"].as_u64())
+                .sum();
+            (limited >= 1).then_some(())
+        },
+    );
 
     // Across a time-period boundary: a pushes b the keys of the periods ahead, and b stays in
     // the descriptor.

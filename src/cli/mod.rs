@@ -121,6 +121,9 @@ enum Command {
         /// Print the JSON snapshot.
         #[arg(long)]
         json: bool,
+        /// Refresh the view every 2 s until interrupted.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
     },
     /// Master identity keys, and the mesh's WireGuard key and cluster token.
     #[command(subcommand)]
@@ -310,7 +313,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             Ok(())
         }
-        Command::Status { config, json } => {
+        Command::Status {
+            config,
+            json,
+            watch,
+        } => {
             // `rustbalance status | head` ends quietly, like other Unix tools.
             // SAFETY: restoring SIGPIPE's default disposition; no other thread runs yet.
             unsafe {
@@ -322,10 +329,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(p) => Some(crate::keys::load_access_token(p)?),
                 None => None,
             };
-            let snapshot = tokio_runtime()?.block_on(status::fetch(
-                config.status.listen,
-                token.as_ref().map(|t| t.as_str()),
-            ))?;
+            let rt = tokio_runtime()?;
+            let fetch = || {
+                rt.block_on(status::fetch(
+                    config.status.listen,
+                    token.as_ref().map(|t| t.as_str()),
+                ))
+            };
+            if watch {
+                loop {
+                    // Clear the screen, then the view (an error is shown, and retried).
+                    let view = match fetch() {
+                        Ok(s) => s.render(),
+                        Err(e) => format!("rustbalance: {e}\n"),
+                    };
+                    print!("\x1b[2J\x1b[H{view}");
+                    std::io::Write::flush(&mut std::io::stdout())?;
+                    std::thread::sleep(std::time::Duration::from_secs(2));
+                }
+            }
+            let snapshot = fetch()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&snapshot)?);
             } else {
@@ -603,7 +626,9 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<OnionAddress> {
         let d = opts.dir.join(crate::join::enrol::BLINDED_DIR);
         written.push(d.clone());
         for k in keys {
-            if let Err(e) = crate::keys::store_blinded_key(&d, &k.to_bytes(master)[..], master, "blinded key") {
+            if let Err(e) =
+                crate::keys::store_blinded_key(&d, &k.to_bytes(master)[..], master, "blinded key")
+            {
                 let _ = std::fs::remove_dir_all(&d);
                 return Err(e.into());
             }
@@ -630,9 +655,20 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<OnionAddress> {
     Ok(address)
 }
 
+/// The default log filter: INFO, minus warnings that are expected by design and say nothing an
+/// operator must act on:
+/// - `tor_hsservice::publish`: Arti's own descriptor publisher stops at once ("identity key not
+///   found"): nodes never hold the identity secret in Arti's keystore, RustBalance publishes
+///   (the daemon says so once at INFO);
+/// - `tor_netdir`: relay-weighting diagnostics ("requested N relays, only M usable"), printed in
+///   bulk on small networks; circuits that then fail are still reported by `tor_circmgr`.
+///
+/// `RUST_LOG` replaces it entirely.
+pub const DEFAULT_LOG_FILTER: &str = "info,tor_hsservice::publish=error,tor_netdir=error";
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -740,7 +776,10 @@ mod tests {
         let address = init(&opts).unwrap();
         assert_eq!(address, id.onion_address());
         let config = Config::load(&dir.join(CONFIG_FILE)).unwrap();
-        assert!(matches!(config.master.keys, crate::config::MasterKeys::BlindedDir(_)));
+        assert!(matches!(
+            config.master.keys,
+            crate::config::MasterKeys::BlindedDir(_)
+        ));
         assert!(!dir.join(KEY_FILE).exists(), "no identity secret");
         let mesh = config.mesh.clone().expect("--endpoint writes [mesh]");
         assert_eq!(mesh.endpoint, "192.0.2.1:51820".parse().unwrap());

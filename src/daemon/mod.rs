@@ -276,6 +276,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         )));
     }
     tracing::info!(address = %master, "master onion service launched");
+    tracing::info!(
+        "Arti's own descriptor publisher is off by design (its keystore holds no identity \
+         secret); this node's publisher does all publishing"
+    );
     cluster.set_health(crate::membership::Health::Healthy);
     tokio::spawn(announce_ready(
         cluster.status(),

@@ -38,9 +38,9 @@ mod source;
 
 pub use address::OnionAddress;
 pub use blinded::{
-    blinded_dir_master, blinded_key_bytes, covering, decode_blinded_key, export_blinded, export_count_for_days,
-    load_blinded_dir, period_at, store_blinded_key, BlindedKey, BLINDED_FILE_LEN,
-    MAX_EXPORT_PERIODS,
+    blinded_dir_master, blinded_key_bytes, covering, decode_blinded_key, export_blinded,
+    export_count_for_days, load_blinded_dir, period_at, store_blinded_key, BlindedKey,
+    BLINDED_FILE_LEN, MAX_EXPORT_PERIODS,
 };
 pub use error::KeyError;
 pub(crate) use fsutil::write_new_secret_file;

@@ -359,6 +359,7 @@ pub enum StatusError {
 }
 
 mod client;
+pub mod metrics;
 mod server;
 
 pub use client::fetch;

@@ -167,7 +167,30 @@ fn answer(
                 ),
             }
         }
-        _ => json(StatusCode::NOT_FOUND, "{\"error\":\"try GET /status\"}"),
+        "/metrics" => {
+            let mut snapshot = snapshots.borrow().clone();
+            snapshot.cluster = cluster.borrow().clone();
+            match super::metrics::render(&snapshot) {
+                Ok(body) => {
+                    let mut r = Response::new(Full::new(Bytes::from(body)));
+                    r.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static(
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        ),
+                    );
+                    r
+                }
+                Err(_) => json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "{\"error\":\"encoding\"}",
+                ),
+            }
+        }
+        _ => json(
+            StatusCode::NOT_FOUND,
+            "{\"error\":\"try GET /status or GET /metrics\"}",
+        ),
     }
 }
 

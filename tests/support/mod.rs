@@ -79,6 +79,29 @@ pub fn status_at(addr: &str) -> Option<serde_json::Value> {
         .then(|| serde_json::from_str(body).ok())?
 }
 
+/// GET /metrics from a daemon's endpoint: the value of each sample line (`name{labels}`).
+pub fn metrics_at(addr: &str) -> Option<std::collections::BTreeMap<String, f64>> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.lines().next()?.contains(" 200 ") {
+        return None;
+    }
+    Some(
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
 /// A node directory made by `rustbalance init`, and its daemon once started.
 pub struct Node {
     pub name: String,
