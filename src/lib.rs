@@ -2,7 +2,8 @@
 //!
 //! Module map (dependencies point downward only): `cli` → `daemon` (wiring of one node) →
 //! services `publisher` (the publisher reactor), `proxy` (streams to the target), `health`
-//! (the target probe), `membership` (gossip, the agent), `status` (schema and endpoint), `notify` (systemd notifications) → core
+//! (the target probe), `join` (joining over the master onion, key pushes), `membership`
+//! (gossip, the agent), `status` (schema, endpoint, metrics), `notify` (systemd notifications) → core
 //! `hosting` (Arti keystore discipline, intro points), `descriptor` (building one descriptor),
 //! `election` (pure publisher election by lease and priority), `config` (validated
 //! configuration), `keys` (master identity, onion addresses, key sources), `mesh` (WireGuard
@@ -25,3 +26,10 @@ pub mod notify;
 pub mod proxy;
 pub mod publisher;
 pub mod status;
+
+/// Installs rustls's process-wide crypto provider (ring) for Arti's TLS channels; idempotent.
+/// Every binary and test that builds an Arti client calls it first (rustls refuses to pick one
+/// itself when more than one is compiled in).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

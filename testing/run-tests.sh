@@ -9,12 +9,15 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # tor: the private test network. faketime: the clock-skew test runs one node with its wall
 # clock 15 minutes ahead (libfaketime). systemd: systemd-analyze checks the unit offline.
+# podman, runc: the container image is built and a node run from it (runc: crun fails on this
+# sandbox's hybrid cgroups).
 if ! command -v tor >/dev/null || ! command -v tor-gencert >/dev/null \
   || [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] \
-  || ! command -v systemd-analyze >/dev/null; then
-  echo "== installing Debian's tor, faketime and systemd (systemd-analyze)"
+  || ! command -v systemd-analyze >/dev/null || ! command -v podman >/dev/null \
+  || ! command -v runc >/dev/null; then
+  echo "== installing Debian's tor, faketime, systemd (systemd-analyze), podman and runc"
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq tor faketime systemd >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq tor faketime systemd podman runc >/dev/null
 fi
 if ! command -v cargo >/dev/null; then
   echo "cargo (Rust >= 1.92, with rustfmt and clippy) is required; install it with rustup" >&2
@@ -47,6 +50,13 @@ else
   echo "systemd-analyze missing after the install step" >&2
   exit 1
 fi
+
+echo "== static binary (testing/build-static.sh) and container image (testing/build-image.sh)"
+testing/build-static.sh
+static_bin=target/x86_64-unknown-linux-gnu/release/rustbalance
+"$static_bin" --version
+RB_STATIC_BIN="$static_bin" testing/build-image.sh localhost/rustbalance:test
+export RB_CONTAINER_IMAGE=localhost/rustbalance:test
 
 export RUSTBALANCE_TESTNET_DIR="$PWD/target/testnet"
 # A network left behind by an interrupted run is stopped first (only its own PIDs).

@@ -34,6 +34,7 @@ async fn one_node_serves_the_master_address_through_our_own_descriptor() {
         .storage()
         .state_dir(CfgPath::new_literal(&state))
         .cache_dir(CfgPath::new_literal(dir.join("cache")));
+    rustbalance::install_crypto_provider();
     let client = TorClient::create_bootstrapped(builder.build().unwrap())
         .await
         .expect("bootstrap");

@@ -44,6 +44,7 @@ async fn arti_client_bootstraps_and_fetches_the_sample_onion() {
     let config = builder.build().expect("Arti config builds");
 
     let t0 = Instant::now();
+    rustbalance::install_crypto_provider();
     let client = tokio::time::timeout(
         Duration::from_secs(120),
         TorClient::create_bootstrapped(config),

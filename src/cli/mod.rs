@@ -192,6 +192,7 @@ enum KeysCommand {
 
 /// Entry point of the `rustbalance` binary.
 pub fn main() -> ExitCode {
+    crate::install_crypto_provider();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -137,6 +137,10 @@ pub fn arti_client_config(
         .storage()
         .state_dir(CfgPath::new_literal(state_dir))
         .cache_dir(CfgPath::new_literal(cache_dir));
+    // Trust no group for Arti's directories (group access counts as world access): stricter
+    // than Arti's default, and it needs no user database, which a static binary in a scratch
+    // image does not have (Arti's default looks up the user's self-named group).
+    builder.storage().permissions().trust_no_group_id();
     builder.build().map_err(|e| DaemonError::ArtiConfig {
         path: file
             .map(|p| p.display().to_string())

@@ -580,6 +580,7 @@ impl HsDirs {
     /// Bootstraps the poller's Arti client on the test network (state under `dir`).
     pub fn new(net: &Description, dir: &Path) -> HsDirs {
         use arti_client::config::{CfgPath, TorClientConfigBuilder};
+        rustbalance::install_crypto_provider();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let text = std::fs::read_to_string(&net.arti_config).unwrap();
         let mut builder: TorClientConfigBuilder = toml::from_str(&text).unwrap();
