@@ -168,21 +168,8 @@ fn deploy_init_on_one_host_and_join_on_another_serve_the_master_address() {
     );
 
     // Both serve the master address.
-    let node_keys = |st: &str| -> BTreeSet<String> {
-        status_at(st)
-            .map(|s| {
-                s["intro_points"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|i| i["auth_key"].as_str().map(str::to_string))
-                    .filter(|k| !k.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     wait_for(LIMIT, "the HSDirs list hosts A and B", || {
-        let own = vec![node_keys(&st_a), node_keys(&st_b)];
+        let own = vec![auth_keys_at(&st_a), auth_keys_at(&st_b)];
         let d = hsdirs.descriptor(&address)?;
         serves_every_node(&d, &own).then_some(())
     });

@@ -191,33 +191,9 @@ fn init_then_join_lines_make_a_three_node_cluster_with_blinded_keys_only() {
     assert!(m0["rustbalance_join_granted_total"] >= 2.0);
     assert!(m0["rustbalance_join_refused_total{reason=\"used_up\"}"] >= 1.0);
     let nodes = [&a, &b, &c];
-    let before: Vec<u64> = nodes
-        .iter()
-        .map(|n| n.status().unwrap()["proxy"]["total"].as_u64().unwrap())
-        .collect();
+    let before = proxy_totals(&nodes);
     let client = Client::start(net, address.clone());
-    let mut last_newnym = Instant::now();
-    wait_for(LIMIT * 2, "streams through every node", || {
-        let through: Vec<u64> = nodes
-            .iter()
-            .zip(&before)
-            .map(|(n, b)| {
-                n.status().map_or(0, |s| {
-                    s["proxy"]["total"].as_u64().unwrap_or(0).saturating_sub(*b)
-                })
-            })
-            .collect();
-        if through.iter().all(|t| *t > 0) {
-            eprintln!("streams per node: {through:?}");
-            return Some(());
-        }
-        if last_newnym.elapsed() > Duration::from_secs(10) {
-            newnym(net);
-            last_newnym = Instant::now();
-            eprintln!("streams per node so far: {through:?}");
-        }
-        None
-    });
+    wait_streams_through_every_node(net, &nodes, &before, &client, &hsdirs, &address, LIMIT * 2);
     let (ok, failed) = client.finish();
     assert!(ok > 0, "client ok {ok}, failed {failed}");
     wait_for(Duration::from_secs(10), "a's stream metrics move", || {
@@ -231,10 +207,7 @@ fn init_then_join_lines_make_a_three_node_cluster_with_blinded_keys_only() {
     // A plain client on the join port: a refusal frame, nothing else; the target never sees it.
     // Status snapshots refresh every second.
     std::thread::sleep(Duration::from_millis(1500));
-    let totals_before: Vec<u64> = nodes
-        .iter()
-        .map(|n| n.status().unwrap()["proxy"]["total"].as_u64().unwrap())
-        .collect();
+    let totals_before = proxy_totals(&nodes);
     let reply = {
         let t0 = Instant::now();
         loop {
@@ -276,10 +249,7 @@ fn init_then_join_lines_make_a_three_node_cluster_with_blinded_keys_only() {
         "the target never sees the join port"
     );
     std::thread::sleep(Duration::from_millis(1500));
-    let totals_after: Vec<u64> = nodes
-        .iter()
-        .map(|n| n.status().unwrap()["proxy"]["total"].as_u64().unwrap())
-        .collect();
+    let totals_after = proxy_totals(&nodes);
     assert_eq!(totals_before, totals_after, "no stream was proxied");
     // The status snapshot is refreshed every second.
     wait_for(Duration::from_secs(10), "the refusal is counted", || {

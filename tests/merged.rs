@@ -77,56 +77,10 @@ fn three_nodes_one_merged_descriptor_failover_keeps_clients_served() {
         );
     }
     // A client with fresh circuits per request reaches the target through every node.
-    let before: Vec<u64> = nodes
-        .iter()
-        .map(|n| n.node.status().unwrap()["proxy"]["total"].as_u64().unwrap())
-        .collect();
+    let all: Vec<&Node> = nodes.iter().map(|n| &n.node).collect();
+    let before = proxy_totals(&all);
     let client = Client::start(net, address.clone());
-    let mut last_newnym = Instant::now();
-    wait_for(LIMIT * 2, "streams through every node", || {
-        let through: Vec<u64> = nodes
-            .iter()
-            .zip(&before)
-            .map(|(n, b)| {
-                n.node.status().map_or(0, |s| {
-                    s["proxy"]["total"].as_u64().unwrap_or(0).saturating_sub(*b)
-                })
-            })
-            .collect();
-        if through.iter().all(|t| *t > 0) {
-            eprintln!(
-                "streams per node: {through:?} (client ok/failed {:?})",
-                client.counts()
-            );
-            return Some(());
-        }
-        // The C-tor client keeps using an intro circuit it has; new identities (at most one
-        // per 10 s, tor's rate limit) make it pick intro points afresh. Each time, say what
-        // each node sees: introductions that reached it, and its intro points on the HSDirs.
-        if last_newnym.elapsed() > Duration::from_secs(10) {
-            newnym(net);
-            last_newnym = Instant::now();
-            let rendezvous: Vec<u64> = nodes
-                .iter()
-                .map(|n| {
-                    n.node
-                        .status()
-                        .map_or(0, |s| s["proxy"]["rendezvous"].as_u64().unwrap_or(0))
-                })
-                .collect();
-            let listed = hsdirs.descriptor(&address).unwrap_or_default();
-            let on_hsdirs: Vec<usize> = nodes
-                .iter()
-                .map(|n| own_auth_keys(n).intersection(&listed).count())
-                .collect();
-            eprintln!(
-                "streams per node so far: {through:?}; rendezvous requests {rendezvous:?}; \
-                 own intro points on the HSDirs {on_hsdirs:?} (client ok/failed {:?})",
-                client.counts()
-            );
-        }
-        None
-    });
+    wait_streams_through_every_node(net, &all, &before, &client, &hsdirs, &address, LIMIT * 2);
 
     // Kill a standby: its intro points leave the descriptor on the HSDirs.
     let c_keys = own_auth_keys(&nodes[2]);

@@ -21,16 +21,33 @@ pub struct Cli {
     command: Command,
 }
 
+/// What `init` and `join` both ask for.
+#[derive(clap::Args, Debug)]
+struct NodeArgs {
+    /// Where the target is: host:port, or <address>.onion:port.
+    #[arg(long)]
+    target: String,
+    /// Directory for the node's keys, config and Arti state (created; must not hold a config).
+    #[arg(long, default_value = "rustbalance")]
+    dir: PathBuf,
+    /// This node's id, unique in the cluster (default: `node-` and 8 random hex digits; `join`
+    /// asks for it, and the cluster picks another if it is taken).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// An Arti configuration file to use (e.g. a private test network's fragment).
+    #[arg(long)]
+    arti_config: Option<PathBuf>,
+    /// Status endpoint address.
+    #[arg(long, default_value = "127.0.0.1:9191")]
+    status_listen: String,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create a node: a master identity (new or imported), its key file and a config file.
     Init {
-        /// Where the target is: host:port, or <address>.onion:port.
-        #[arg(long)]
-        target: String,
-        /// Directory for the key, config and Arti state (created; must not hold a config).
-        #[arg(long, default_value = "rustbalance")]
-        dir: PathBuf,
+        #[command(flatten)]
+        node: NodeArgs,
         /// Import this identity secret (C tor hs_ed25519_secret_key or PKCS8 PEM) instead of
         /// generating one.
         #[arg(long)]
@@ -39,15 +56,6 @@ enum Command {
         /// the node instead of holding an identity secret; the master address is theirs.
         #[arg(long, conflicts_with = "import")]
         blinded: Option<PathBuf>,
-        /// This node's id, unique in the cluster (default: `node-` and 8 random hex digits).
-        #[arg(long)]
-        node_id: Option<String>,
-        /// An Arti configuration file to use (e.g. a private test network's fragment).
-        #[arg(long)]
-        arti_config: Option<PathBuf>,
-        /// Status endpoint address.
-        #[arg(long, default_value = "127.0.0.1:9191")]
-        status_listen: String,
         /// This node's mesh endpoint (IP:port, reachable by the other nodes over UDP): makes the
         /// node the first of a cluster (cluster token, mesh key, `[mesh]`) and prints a join line.
         #[arg(long)]
@@ -78,27 +86,14 @@ enum Command {
         /// Read the join line from this file.
         #[arg(long, conflicts_with = "line")]
         line_file: Option<PathBuf>,
-        /// Where the target is: host:port, or <address>.onion:port.
-        #[arg(long)]
-        target: String,
+        #[command(flatten)]
+        node: NodeArgs,
         /// This node's mesh endpoint (IP:port, reachable by the other nodes over UDP).
         #[arg(long)]
         endpoint: std::net::SocketAddr,
         /// The mesh's UDP listen address (default: 0.0.0.0 and the endpoint's port).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
-        /// Directory for the node (created; must not hold a config).
-        #[arg(long, default_value = "rustbalance")]
-        dir: PathBuf,
-        /// The node id to ask for (the cluster picks another if it is taken).
-        #[arg(long)]
-        node_id: Option<String>,
-        /// An Arti configuration file to use (e.g. a private test network's fragment).
-        #[arg(long)]
-        arti_config: Option<PathBuf>,
-        /// Status endpoint address.
-        #[arg(long, default_value = "127.0.0.1:9191")]
-        status_listen: String,
     },
     /// Run the node.
     Run {
@@ -206,13 +201,16 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init {
-            target,
-            dir,
+            node:
+                NodeArgs {
+                    target,
+                    dir,
+                    node_id,
+                    arti_config,
+                    status_listen,
+                },
             import,
             blinded,
-            node_id,
-            arti_config,
-            status_listen,
             endpoint,
             listen,
         } => {
@@ -254,13 +252,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Join {
             line,
             line_file,
-            target,
+            node:
+                NodeArgs {
+                    target,
+                    dir,
+                    node_id,
+                    arti_config,
+                    status_listen,
+                },
             endpoint,
             listen,
-            dir,
-            node_id,
-            arti_config,
-            status_listen,
         } => {
             let line = read_line(line, line_file)?;
             let invite = crate::join::invite::Invite::parse(&line)?;

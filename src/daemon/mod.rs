@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use arti_client::config::{CfgPath, TorClientConfigBuilder};
 use arti_client::TorClient;
-use futures::StreamExt;
 use tokio::sync::watch;
 use tor_hsservice::config::OnionServiceConfigBuilder;
 use tor_rtcompat::PreferredRuntime;
@@ -226,30 +225,18 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         .create_unbootstrapped()
         .map_err(arti("create client"))?;
     let client: Arc<TorClient<PreferredRuntime>> = client;
-    let mut events = client.bootstrap_events();
-    let progress = tokio::spawn(async move {
-        let mut last = String::new();
-        while let Some(ev) = events.next().await {
-            let now = format!("{ev}");
-            if now != last {
-                tracing::info!(progress = %now, "bootstrapping");
-                crate::notify::status(&format!("Arti bootstrapping: {now}"));
-                last = now;
-            }
-            if ev.ready_for_traffic() {
-                break;
-            }
-        }
-    });
     let mut stop = shutdown.clone();
+    let bootstrap = hosting::bootstrap_reporting(&client, |now| {
+        tracing::info!(progress = %now, "bootstrapping");
+        crate::notify::status(&format!("Arti bootstrapping: {now}"));
+    });
     tokio::select! {
-        r = client.bootstrap() => r.map_err(arti("bootstrap"))?,
+        r = bootstrap => r.map_err(arti("bootstrap"))?,
         _ = stop.wait_for(|s| *s) => {
             cluster.stopped().await;
             return Ok(());
         }
     }
-    progress.abort();
     tracing::info!("bootstrapped");
 
     let nick = hosting::nickname();

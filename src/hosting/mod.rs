@@ -29,6 +29,32 @@ use tor_netdoc::doc::hsdesc::IntroPointDesc;
 
 use crate::keys::OnionAddress;
 
+/// Bootstraps `client`, handing each new progress line to `report` (the daemon logs it and
+/// tells systemd; `join` prints it).
+pub async fn bootstrap_reporting<R: tor_rtcompat::Runtime>(
+    client: &arti_client::TorClient<R>,
+    mut report: impl FnMut(&str) + Send + 'static,
+) -> Result<(), arti_client::Error> {
+    use futures::StreamExt as _;
+    let mut events = client.bootstrap_events();
+    let progress = tokio::spawn(async move {
+        let mut last = String::new();
+        while let Some(ev) = events.next().await {
+            let now = format!("{ev}");
+            if now != last {
+                report(&now);
+                last = now;
+            }
+            if ev.ready_for_traffic() {
+                break;
+            }
+        }
+    });
+    let r = client.bootstrap().await;
+    progress.abort();
+    r
+}
+
 /// The nickname under which every node hosts the master service in its Arti state.
 pub const NICKNAME: &str = "rustbalance";
 

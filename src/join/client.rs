@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use arti_client::TorClient;
-use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tor_rtcompat::PreferredRuntime;
 
@@ -118,22 +117,11 @@ pub fn check_reply(
 
 /// Bootstraps `client` (progress on stderr), with a timeout.
 pub async fn bootstrap(client: &TorClient<PreferredRuntime>) -> Result<(), JoinError> {
-    let mut events = client.bootstrap_events();
-    let progress = tokio::spawn(async move {
-        let mut last = String::new();
-        while let Some(ev) = events.next().await {
-            let now = format!("{ev}");
-            if now != last {
-                eprintln!("bootstrapping Tor: {now}");
-                last = now;
-            }
-            if ev.ready_for_traffic() {
-                break;
-            }
-        }
-    });
-    let r = tokio::time::timeout(BOOTSTRAP_TIMEOUT, client.bootstrap()).await;
-    progress.abort();
+    let r = tokio::time::timeout(
+        BOOTSTRAP_TIMEOUT,
+        crate::hosting::bootstrap_reporting(client, |now| eprintln!("bootstrapping Tor: {now}")),
+    )
+    .await;
     match r {
         Err(_) => Err(JoinError::Timeout {
             step: "bootstrapping Tor",
@@ -207,31 +195,19 @@ pub async fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::join::wire::{KeyMaterial, Member, MeshTimers, Refusal};
+    use crate::join::wire::{KeyMaterial, Refusal};
     use crate::mesh::ClusterToken;
 
     fn grant() -> Grant {
         Grant {
             node_id: "node-b".into(),
             token: vec![1; 32],
-            members: vec![Member {
-                node_id: "node-a".into(),
-                key: *crate::mesh::MeshKeys::generate().public_key().as_bytes(),
-                endpoint: "192.0.2.1:51820".parse().unwrap(),
-            }],
+            members: vec![crate::join::wire::fixtures::member("node-a", 1)],
             keys: KeyMaterial::Blinded(vec![vec![0; crate::keys::BLINDED_FILE_LEN]]),
             holder_live: true,
             virtual_ports: vec![80],
             share_periods: 8,
-            mesh: MeshTimers {
-                max_clock_skew: 5000,
-                probe_period: 1000,
-                probe_timeout: 500,
-                suspect_timeout: 2000,
-                state_interval: 1000,
-                lease_duration: 6000,
-                handback_after: 10000,
-            },
+            mesh: crate::join::wire::fixtures::timers(),
         }
     }
 

@@ -302,17 +302,7 @@ mod tests {
     use super::*;
     use crate::join::wire::Member;
 
-    fn timers() -> MeshTimers {
-        MeshTimers {
-            max_clock_skew: 5000,
-            probe_period: 1000,
-            probe_timeout: 500,
-            suspect_timeout: 2000,
-            state_interval: 1000,
-            lease_duration: 6000,
-            handback_after: 10000,
-        }
-    }
+    use crate::join::wire::fixtures::timers;
 
     #[test]
     fn a_grant_becomes_a_valid_node_directory_with_private_files() {

@@ -420,15 +420,7 @@ mod tests {
             hand_out_identity: false,
             share_periods: 3,
             virtual_ports: vec![80],
-            timers: MeshTimers {
-                max_clock_skew: 5000,
-                probe_period: 1000,
-                probe_timeout: 500,
-                suspect_timeout: 2000,
-                state_interval: 1000,
-                lease_duration: 6000,
-                handback_after: 10000,
-            },
+            timers: crate::join::wire::fixtures::timers(),
             limit: RateLimit {
                 per_minute: 6,
                 burst: 3,
@@ -436,26 +428,7 @@ mod tests {
         }
     }
 
-    fn member(id: &str, n: u8) -> Member {
-        Member {
-            node_id: id.into(),
-            key: *crate::mesh::MeshKeys::generate().public_key().as_bytes(),
-            endpoint: format!("192.0.2.{n}:51820").parse().unwrap(),
-        }
-    }
-
-    fn request(node_id: Option<&str>, n: u8) -> JoinRequest {
-        JoinRequest {
-            invite: [0; 8],
-            expires: 0,
-            uses: 1,
-            timestamp: 0,
-            nonce: [0; 16],
-            mesh_key: *crate::mesh::MeshKeys::generate().public_key().as_bytes(),
-            endpoint: format!("192.0.2.{n}:51820").parse().unwrap(),
-            node_id: node_id.map(String::from),
-        }
-    }
+    use crate::join::wire::fixtures::{member, request};
 
     #[test]
     fn a_grant_gives_a_unique_id_and_refuses_a_members_key_or_endpoint() {

@@ -521,11 +521,35 @@ impl JoinReply {
     }
 }
 
+/// Fixtures for the join module's tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
-    fn request() -> JoinRequest {
+    /// The default mesh timers.
+    pub fn timers() -> MeshTimers {
+        MeshTimers {
+            max_clock_skew: 5000,
+            probe_period: 1000,
+            probe_timeout: 500,
+            suspect_timeout: 2000,
+            state_interval: 1000,
+            lease_duration: 6000,
+            handback_after: 10000,
+        }
+    }
+
+    /// A member `id` at 192.0.2.`n`, with a fresh key.
+    pub fn member(id: &str, n: u8) -> Member {
+        Member {
+            node_id: id.into(),
+            key: *crate::mesh::MeshKeys::generate().public_key().as_bytes(),
+            endpoint: format!("192.0.2.{n}:51820").parse().unwrap(),
+        }
+    }
+
+    /// A request from 192.0.2.`n`, with a fresh key.
+    pub fn request(node_id: Option<&str>, n: u8) -> JoinRequest {
         JoinRequest {
             invite: [1; 8],
             expires: 1_800_000_000,
@@ -533,9 +557,18 @@ mod tests {
             timestamp: 1_799_999_000,
             nonce: [2; 16],
             mesh_key: *crate::mesh::MeshKeys::generate().public_key().as_bytes(),
-            endpoint: "192.0.2.7:51820".parse().unwrap(),
-            node_id: Some("node-b".into()),
+            endpoint: format!("192.0.2.{n}:51820").parse().unwrap(),
+            node_id: node_id.map(String::from),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> JoinRequest {
+        fixtures::request(Some("node-b"), 7)
     }
 
     #[test]

@@ -183,18 +183,7 @@ impl Node {
 
     /// The auth keys (hex) of this node's own intro points, from its status.
     pub fn auth_keys(&self) -> BTreeSet<String> {
-        self.status()
-            .map(|s| {
-                s["intro_points"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|i| i["auth_key"].as_str())
-                    .filter(|k| !k.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default()
+        auth_keys_at(&self.status_addr)
     }
 
     /// The master identity key file `init` wrote.
@@ -543,8 +532,12 @@ pub fn revisions(status: &serde_json::Value) -> Vec<(String, u64)> {
 
 /// The auth keys (hex) of a node's own intro points, from its status.
 pub fn own_auth_keys(n: &ClusterNode) -> BTreeSet<String> {
-    n.node
-        .status()
+    n.node.auth_keys()
+}
+
+/// The auth keys (hex) of the own intro points of the node whose status endpoint is `addr`.
+pub fn auth_keys_at(addr: &str) -> BTreeSet<String> {
+    status_at(addr)
         .map(|s| {
             s["intro_points"]
                 .as_array()
@@ -879,4 +872,68 @@ pub fn line_master(line: &str) -> String {
         .expect("a join line")
         .master
         .to_string()
+}
+
+/// Each node's count of streams proxied so far.
+pub fn proxy_totals(nodes: &[&Node]) -> Vec<u64> {
+    nodes
+        .iter()
+        .map(|n| n.status().unwrap()["proxy"]["total"].as_u64().unwrap())
+        .collect()
+}
+
+/// Waits until `client`'s requests have gone through every node (each node's stream count
+/// above `before`). The C-tor client keeps an intro circuit it has: every 10 s (tor's rate
+/// limit) it is asked for new identities, so it picks intro points afresh, and what each node
+/// sees is printed (introductions that reached it, its intro points on the HSDirs).
+pub fn wait_streams_through_every_node(
+    net: &Description,
+    nodes: &[&Node],
+    before: &[u64],
+    client: &Client,
+    hsdirs: &HsDirs,
+    address: &str,
+    limit: Duration,
+) {
+    let mut last_newnym = Instant::now();
+    wait_for(limit, "streams through every node", || {
+        let through: Vec<u64> = nodes
+            .iter()
+            .zip(before)
+            .map(|(n, b)| {
+                n.status().map_or(0, |s| {
+                    s["proxy"]["total"].as_u64().unwrap_or(0).saturating_sub(*b)
+                })
+            })
+            .collect();
+        if through.iter().all(|t| *t > 0) {
+            eprintln!(
+                "streams per node: {through:?} (client ok/failed {:?})",
+                client.counts()
+            );
+            return Some(());
+        }
+        if last_newnym.elapsed() > Duration::from_secs(10) {
+            newnym(net);
+            last_newnym = Instant::now();
+            let rendezvous: Vec<u64> = nodes
+                .iter()
+                .map(|n| {
+                    n.status()
+                        .map_or(0, |s| s["proxy"]["rendezvous"].as_u64().unwrap_or(0))
+                })
+                .collect();
+            let listed = hsdirs.descriptor(address).unwrap_or_default();
+            let on_hsdirs: Vec<usize> = nodes
+                .iter()
+                .map(|n| n.auth_keys().intersection(&listed).count())
+                .collect();
+            eprintln!(
+                "streams per node so far: {through:?}; rendezvous requests {rendezvous:?}; \
+                 own intro points on the HSDirs {on_hsdirs:?} (client ok/failed {:?})",
+                client.counts()
+            );
+        }
+        None
+    });
 }
