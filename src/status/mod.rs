@@ -136,13 +136,48 @@ pub struct Snapshot {
     pub join: Option<crate::join::authority::JoinCounters>,
 }
 
+/// A period slug (`<interval>_<length min>_<offset s>`) as the time range it covers, e.g.
+/// `2026-12-01 12:00–12:06 UTC (#4989240)`; an unparsable slug as it is.
+pub fn period_range(slug: &str) -> String {
+    let parts: Vec<&str> = slug.split('_').collect();
+    let parsed = match parts[..] {
+        [i, l, o] => i
+            .parse::<u64>()
+            .ok()
+            .zip(l.parse::<u32>().ok())
+            .zip(o.parse::<u32>().ok()),
+        _ => None,
+    };
+    let Some(((interval, length), offset)) = parsed.filter(|((_, l), _)| *l > 0) else {
+        return slug.to_string();
+    };
+    let tp = tor_hscrypto::time::TimePeriod::from_parts(length, interval, offset);
+    let Ok(range) = tp.range() else {
+        return slug.to_string();
+    };
+    let fmt = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    let (start, end) = (fmt(range.start), fmt(range.end));
+    // "2026-12-01T12:00:00Z" → date "2026-12-01", time "12:00".
+    let end_time = if end[..10] == start[..10] {
+        end[11..16].to_string()
+    } else {
+        format!("{} {}", &end[..10], &end[11..16])
+    };
+    format!(
+        "{} {}–{} UTC (#{interval})",
+        &start[..10],
+        &start[11..16],
+        end_time
+    )
+}
+
 /// A key coverage for the terminal.
 fn keys_text(k: Option<crate::membership::KeyCoverage>) -> String {
     match k {
         None => "-".into(),
         Some(k) if k.holder => "identity secret (key holder)".into(),
         Some(k) if k.until_period == 0 => "NONE".into(),
-        Some(k) => format!("blinded, up to period {}", k.until_period),
+        Some(k) => format!("blinded, up to period #{}", k.until_period),
     }
 }
 
@@ -234,7 +269,7 @@ impl Snapshot {
             let _ = writeln!(
                 s,
                 "  period {}: {}/{} HSDirs accepted, {} intro points in {} descriptor(s), {} bytes, revision {}, {} s ago",
-                p.period,
+                period_range(&p.period),
                 p.hsdirs_ok(),
                 p.hsdirs.len(),
                 p.intro_points,
@@ -370,6 +405,29 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::time::Duration;
+
+    #[test]
+    fn periods_are_shown_as_time_ranges() {
+        // Period 4989240 of 6 minutes, offset 180 s (the test network).
+        let start = 4_989_240u64 * 360 + 180;
+        let t =
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(start))
+                .to_string();
+        let want = format!("{} {}–", &t[..10], &t[11..16]);
+        let shown = period_range("4989240_6_180");
+        assert!(
+            shown.starts_with(&want) && shown.ends_with("UTC (#4989240)"),
+            "{shown}"
+        );
+        // The public network's day-long period crosses midnight: the end shows its date.
+        let day = period_range("20573_1440_43200");
+        assert!(
+            day.contains("2026-") && day.matches('-').count() >= 4,
+            "{day}"
+        );
+        assert_eq!(period_range("not a slug"), "not a slug");
+        assert_eq!(period_range("1_0_0"), "1_0_0");
+    }
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::watch;
 
