@@ -200,7 +200,8 @@ fn init_then_join_lines_make_a_three_node_cluster_with_blinded_keys_only() {
         let m = metrics_at(&a.status_addr)?;
         (m["rustbalance_streams_total"] > m0["rustbalance_streams_total"]
             && m["tor_hs_rdv_num_total"] > m0["tor_hs_rdv_num_total"]
-            && m["tor_hs_app_write_bytes_total"] > m0["tor_hs_app_write_bytes_total"])
+            && m["tor_hs_app_write_bytes_total"] > m0["tor_hs_app_write_bytes_total"]
+            && m["tor_hs_rend_circ_build_time_count"] > m0["tor_hs_rend_circ_build_time_count"])
             .then_some(())
     });
 

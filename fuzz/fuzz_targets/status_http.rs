@@ -39,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
         let (cluster_tx, cluster) = watch::channel(None);
         let access = Access {
             token: with_token.then(|| Arc::new(zeroize::Zeroizing::new(TOKEN.to_string()))),
+            ..Access::default()
         };
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let task = tokio::spawn(serve_stream(server, snapshots, cluster, access));

@@ -206,11 +206,13 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     // eligible to publish until its service runs).
     let mut cluster = Cluster::start(&config, shutdown.clone()).await?;
     let joining = joining::start(&config, &mut cluster, shutdown.clone())?;
+    let live_metrics = status::metrics::Live::default();
     let access = status::Access {
         token: match &config.status.access_token_file {
             Some(p) => Some(Arc::new(crate::keys::load_access_token(p)?)),
             None => None,
         },
+        metrics: live_metrics.clone(),
     };
     let status_task = tokio::spawn(status::serve(
         listener,
@@ -291,6 +293,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         proxy.clone(),
         config.target.virtual_ports.clone(),
         joining.server.clone(),
+        live_metrics,
         shutdown.clone(),
     ));
     node::run(

@@ -22,6 +22,7 @@ pub async fn serve(
     proxy: Proxy,
     ports: Vec<u16>,
     join: Option<Arc<JoinServer>>,
+    metrics: crate::status::metrics::Live,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut requests = requests;
@@ -36,11 +37,16 @@ pub async fn serve(
         let proxy = proxy.clone();
         let ports = Arc::clone(&ports);
         let join = join.clone();
+        let metrics = metrics.clone();
         let mut stop = shutdown.clone();
         // One task per rendezvous circuit: its streams, and its join-stream budget.
         tokio::spawn(async move {
+            let t0 = std::time::Instant::now();
             let mut streams = match rend.accept().await {
-                Ok(s) => s,
+                Ok(s) => {
+                    metrics.rend_circuit_built(t0.elapsed());
+                    s
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "rendezvous request not accepted");
                     return;

@@ -7,12 +7,40 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::{Role, Snapshot};
 use crate::membership::Liveness;
 
 type Labels = Vec<(String, String)>;
+
+/// C tor's buckets for onion-service circuit build times, in milliseconds.
+pub const CIRC_BUILD_BUCKETS_MS: [f64; 5] = [1000.0, 5000.0, 10000.0, 30000.0, 60000.0];
+
+/// Metrics observed as they happen (not in the snapshot): shared by the stream task, which
+/// records, and the status endpoint, which renders. Cheap to clone.
+#[derive(Clone)]
+pub struct Live {
+    /// Time to accept a rendezvous request: building the circuit to the client's rendezvous
+    /// point (C tor's `tor_hs_rend_circ_build_time`), in ms.
+    pub rend_circ_build: Histogram,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live {
+            rend_circ_build: Histogram::new(CIRC_BUILD_BUCKETS_MS),
+        }
+    }
+}
+
+impl Live {
+    /// Records one rendezvous circuit built in `took`.
+    pub fn rend_circuit_built(&self, took: std::time::Duration) {
+        self.rend_circ_build.observe(took.as_secs_f64() * 1000.0);
+    }
+}
 
 fn counter(reg: &mut Registry, name: &str, help: &str, v: u64) {
     let c: Counter = Counter::default();
@@ -37,9 +65,14 @@ fn sat(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// The snapshot as Prometheus text.
-pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
+/// The snapshot and the live metrics as Prometheus text.
+pub fn render(s: &Snapshot, live: &Live) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::default();
+    reg.register(
+        "tor_hs_rend_circ_build_time",
+        "Time to build the circuit to a client's rendezvous point, in milliseconds",
+        live.rend_circ_build.clone(),
+    );
     let p = &s.proxy;
     // C tor's MetricsPort names (onion service side).
     counter(
@@ -295,7 +328,9 @@ mod tests {
         };
         j.refused.insert(crate::join::wire::RefusalCode::UsedUp, 3);
         s.join = Some(j);
-        let text = render(&s).unwrap();
+        let live = Live::default();
+        live.rend_circuit_built(std::time::Duration::from_millis(1500));
+        let text = render(&s, &live).unwrap();
         for line in [
             "tor_hs_rdv_num_total 7",
             "tor_hs_app_write_bytes_total 1234",
@@ -305,6 +340,9 @@ mod tests {
             "rustbalance_join_granted_total 2",
             "rustbalance_join_refused_total{reason=\"used_up\"} 3",
             "rustbalance_join_refused_total{reason=\"bad_invite\"} 0",
+            "tor_hs_rend_circ_build_time_count 1",
+            "tor_hs_rend_circ_build_time_bucket{le=\"1000.0\"} 0",
+            "tor_hs_rend_circ_build_time_bucket{le=\"5000.0\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -542,6 +542,7 @@ mod tests {
         let token = "0123456789abcdef-token";
         let e = endpoint(Access {
             token: Some(Arc::new(zeroize::Zeroizing::new(token.to_string()))),
+            ..Access::default()
         })
         .await;
         let err = fetch(e.addr, None).await.unwrap_err().to_string();

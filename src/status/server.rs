@@ -44,6 +44,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Access {
     /// The token every request must send, if configured.
     pub token: Option<Arc<zeroize::Zeroizing<String>>>,
+    /// The live metrics `/metrics` renders with the snapshot.
+    pub metrics: super::metrics::Live,
 }
 
 /// Binds the endpoint (so a bad address fails at start-up, not later).
@@ -170,7 +172,7 @@ fn answer(
         "/metrics" => {
             let mut snapshot = snapshots.borrow().clone();
             snapshot.cluster = cluster.borrow().clone();
-            match super::metrics::render(&snapshot) {
+            match super::metrics::render(&snapshot, &access.metrics) {
                 Ok(body) => {
                     let mut r = Response::new(Full::new(Bytes::from(body)));
                     r.headers_mut().insert(
