@@ -180,6 +180,31 @@ fn init_then_join_lines_make_a_three_node_cluster_with_blinded_keys_only() {
         t0.elapsed().as_secs_f64()
     );
 
+    // `status --watch` redraws the view until interrupted.
+    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_rustbalance"))
+        .args(["status", "--watch", "-c", a.config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(4500));
+    watch.kill().unwrap();
+    let mut shown = String::new();
+    watch
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut shown)
+        .unwrap();
+    let _ = watch.wait();
+    assert!(
+        shown.matches("\x1b[2J").count() >= 2 && shown.matches("node join-a").count() >= 2,
+        "status --watch redraws: {shown:?}"
+    );
+    assert!(
+        shown.contains("lifecycle") || shown.contains("healthy"),
+        "{shown}"
+    );
+
     // A C-tor client reaches the target through every node; a's metrics move with it.
     let m0 = metrics_at(&a.status_addr).expect("GET /metrics");
     assert_eq!(
