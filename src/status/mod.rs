@@ -492,7 +492,11 @@ mod tests {
         e.tx.send(next.clone()).unwrap();
         let got = fetch(e.addr, None).await.unwrap();
         assert_eq!(got, next);
-        assert!(got.render().contains("period 1_2_3: 1/1 HSDirs accepted"));
+        assert!(
+            got.render().contains("UTC (#1): 1/1 HSDirs accepted"),
+            "{}",
+            got.render()
+        );
         e.stop.send(true).unwrap();
         e.server.await.unwrap();
         let err = fetch(e.addr, None).await.unwrap_err().to_string();
