@@ -219,7 +219,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 dir: dir.clone(),
                 import,
                 blinded,
-                node_id: node_id.unwrap_or_else(fresh_node_id),
+                node_id: node_id.unwrap_or_else(crate::join::fresh_node_id),
                 arti_config,
                 status_listen,
                 mesh: endpoint.map(|e| (listen.unwrap_or_else(|| any_ip(e)), e)),
@@ -553,12 +553,6 @@ async fn join(
     Ok(enrol::write_joined(spec, &keys, &grant)?)
 }
 
-/// A node id no other node is likely to have: `node-` and 32 random bits in hex. Two nodes
-/// with one id are refused by the cluster (the later one), so ids must differ.
-pub fn fresh_node_id() -> String {
-    crate::join::fresh_node_id()
-}
-
 /// Creates a node directory: identity key (0600), config (validated before it is written).
 /// Returns the master address.
 pub fn init(opts: &InitOptions) -> anyhow::Result<OnionAddress> {
@@ -800,7 +794,8 @@ mod tests {
 
     #[test]
     fn init_without_a_node_id_gives_each_node_its_own() {
-        let ids: std::collections::BTreeSet<String> = (0..64).map(|_| fresh_node_id()).collect();
+        let ids: std::collections::BTreeSet<String> =
+            (0..64).map(|_| crate::join::fresh_node_id()).collect();
         assert_eq!(ids.len(), 64, "64 fresh ids, all different");
         for id in &ids {
             assert!(crate::membership::identity::valid_node_id(id), "{id}");

@@ -63,7 +63,7 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
     } = inputs;
     let super::joining::Joining {
         server: join_server,
-        mut keys_changed,
+        keys_changed: mut pushed_keys,
         period: period_tx,
     } = joining;
     let commands = cluster.commands();
@@ -114,7 +114,7 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
             _ = role.changed() => {}
             _ = target_up.changed() => {}
             _ = publisher_status.changed() => {}
-            _ = keys_changed.changed() => {
+            _ = pushed_keys.changed() => {
                 // Pushed keys were stored: re-read them and re-sync the keystore now.
                 synced_for.clear();
             }

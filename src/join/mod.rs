@@ -24,7 +24,9 @@ pub mod wire;
 /// (configuration refuses it in `target.virtual_ports`).
 pub const JOIN_PORT: u16 = 7841;
 
-/// A node id no other node is likely to have: `node-` and 32 random bits in hex.
+/// A node id no other node is likely to have: `node-` and 32 random bits in hex (`init`'s
+/// default, and what a grant gives a joiner whose wanted id is taken). Two nodes with one id
+/// are refused by the cluster (the later one), so ids must differ.
 pub fn fresh_node_id() -> String {
     format!("node-{:08x}", rand::random::<u32>())
 }

@@ -4,7 +4,7 @@
 //! refusal and nothing else; the target never sees the stream).
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::AsyncWriteExt;
@@ -406,9 +406,6 @@ pub fn refusal(code: RefusalCode, detail: &str) -> Vec<u8> {
     )
     .unwrap_or_default()
 }
-
-/// Shared handle.
-pub type SharedServer = Arc<JoinServer>;
 
 #[cfg(test)]
 mod tests {
