@@ -25,6 +25,7 @@ pub mod mesh;
 pub mod notify;
 pub mod proxy;
 pub mod publisher;
+pub mod repair;
 pub mod status;
 
 /// Installs rustls's process-wide crypto provider (ring) for Arti's TLS channels; idempotent.

@@ -10,14 +10,15 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # tor: the private test network. faketime: the clock-skew test runs one node with its wall
 # clock 15 minutes ahead (libfaketime). systemd: systemd-analyze checks the unit offline.
 # podman, runc: the container image is built and a node run from it (runc: crun fails on this
-# sandbox's hybrid cgroups).
+# sandbox's hybrid cgroups). iptables: the self-repair test cuts one node's Tor traffic (its
+# cgroup's TCP) while its mesh (UDP) stays up.
 if ! command -v tor >/dev/null || ! command -v tor-gencert >/dev/null \
   || [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] \
   || ! command -v systemd-analyze >/dev/null || ! command -v podman >/dev/null \
-  || ! command -v runc >/dev/null; then
-  echo "== installing Debian's tor, faketime, systemd (systemd-analyze), podman and runc"
+  || ! command -v runc >/dev/null || ! command -v iptables >/dev/null; then
+  echo "== installing Debian's tor, faketime, systemd (systemd-analyze), podman, runc and iptables"
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq tor faketime systemd podman runc >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq tor faketime systemd podman runc iptables >/dev/null
 fi
 if ! command -v cargo >/dev/null; then
   echo "cargo (Rust >= 1.92, with rustfmt and clippy) is required; install it with rustup" >&2

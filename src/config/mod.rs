@@ -76,6 +76,31 @@ pub struct Config {
     pub mesh: Option<MeshConfig>,
     /// `[join]`: how this node answers nodes joining over the master address (with `[mesh]`).
     pub join: JoinConfig,
+    /// `[repair]`: the self-check of this node's Tor side and its repair.
+    pub repair: RepairConfig,
+}
+
+/// `[repair]`: every `probe_interval` the node builds a circuit to one of its own intro-point
+/// relays; `fail_after` consecutive failures mark its Tor side broken (its intro points are
+/// withdrawn from the descriptor and it may not publish), `recover_after` successes mark it
+/// working again. While broken it repairs itself with jittered backoff between `backoff_min`
+/// and `backoff_max`: relaunching the onion service, then also retiring every circuit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairConfig {
+    /// Run the self-check (and repair).
+    pub enabled: bool,
+    /// Time between probes.
+    pub probe_interval: Duration,
+    /// Time one probe may take.
+    pub probe_timeout: Duration,
+    /// Consecutive failed probes that mark the Tor side broken.
+    pub fail_after: u32,
+    /// Consecutive good probes that mark it working again.
+    pub recover_after: u32,
+    /// The first wait between repairs.
+    pub backoff_min: Duration,
+    /// The longest wait between repairs.
+    pub backoff_max: Duration,
 }
 
 /// `[join]`: the join service on the master address's reserved join port.

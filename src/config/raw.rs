@@ -23,6 +23,74 @@ pub(super) struct RawConfig {
     mesh: Option<RawMesh>,
     #[serde(default)]
     join: RawJoin,
+    #[serde(default)]
+    repair: RawRepair,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRepair {
+    enabled: bool,
+    probe_interval: String,
+    probe_timeout: String,
+    fail_after: u32,
+    recover_after: u32,
+    backoff_min: String,
+    backoff_max: String,
+}
+
+impl Default for RawRepair {
+    fn default() -> Self {
+        RawRepair {
+            enabled: true,
+            probe_interval: "30s".into(),
+            probe_timeout: "20s".into(),
+            fail_after: 2,
+            recover_after: 2,
+            backoff_min: "30s".into(),
+            backoff_max: "10m".into(),
+        }
+    }
+}
+
+impl RawRepair {
+    fn validate(self) -> Result<RepairConfig, ConfigError> {
+        let probe_interval = duration("repair.probe_interval", &self.probe_interval, SECOND, HOUR)?;
+        let probe_timeout = duration("repair.probe_timeout", &self.probe_timeout, SECOND, HOUR)?;
+        if probe_timeout > probe_interval {
+            return Err(invalid(
+                "repair.probe_timeout",
+                format!("{:?}", self.probe_timeout),
+                format!("must not exceed repair.probe_interval ({})", self.probe_interval),
+            ));
+        }
+        for (key, v) in [
+            ("repair.fail_after", self.fail_after),
+            ("repair.recover_after", self.recover_after),
+        ] {
+            if !(1..=100).contains(&v) {
+                return Err(invalid(key, v, "must be from 1 to 100"));
+            }
+        }
+        let backoff_min = duration("repair.backoff_min", &self.backoff_min, SECOND, HOUR)?;
+        let backoff_max = duration("repair.backoff_max", &self.backoff_max, SECOND, 24 * HOUR)?;
+        if backoff_max < backoff_min {
+            return Err(invalid(
+                "repair.backoff_max",
+                format!("{:?}", self.backoff_max),
+                format!("must not be below repair.backoff_min ({})", self.backoff_min),
+            ));
+        }
+        Ok(RepairConfig {
+            enabled: self.enabled,
+            probe_interval,
+            probe_timeout,
+            fail_after: self.fail_after,
+            recover_after: self.recover_after,
+            backoff_min,
+            backoff_max,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -261,6 +329,7 @@ impl RawConfig {
             status: self.status.validate(base)?,
             mesh: self.mesh.map(|m| m.validate(base)).transpose()?,
             join: self.join.validate()?,
+            repair: self.repair.validate()?,
         })
     }
 }

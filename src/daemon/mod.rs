@@ -21,7 +21,6 @@ use std::time::Duration;
 use arti_client::config::{CfgPath, TorClientConfigBuilder};
 use arti_client::TorClient;
 use tokio::sync::watch;
-use tor_hsservice::config::OnionServiceConfigBuilder;
 use tor_rtcompat::PreferredRuntime;
 
 use crate::config::Config;
@@ -63,9 +62,6 @@ pub enum DaemonError {
     /// The keystore or intro points.
     #[error(transparent)]
     Hosting(#[from] HostingError),
-    /// The onion service could not be launched as the master.
-    #[error("launching the master onion service: {0}")]
-    Launch(String),
 }
 
 /// How long a node with seeds waits to see a member before it says it is ready anyway (its
@@ -247,27 +243,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     hosting::sync_for_netdir(&client, &key_source, &master)?;
     hosting::precheck(keymgr, &nick, &master)?;
 
-    let svc_config = OnionServiceConfigBuilder::default()
-        .nickname(nick.clone())
-        .num_intro_points(config.publish.intro_points)
-        .build()
-        .map_err(|e| DaemonError::Launch(e.to_string()))?;
-    let (service, requests) = client
-        .launch_onion_service(svc_config)
-        .map_err(arti("launch onion service"))?
-        .ok_or_else(|| {
-            DaemonError::Launch("onion services are disabled in the Arti configuration".into())
-        })?;
-    if service.onion_address() != Some(master.hs_id()) {
-        let found = service
-            .onion_address()
-            .and_then(|id| tor_hscrypto::pk::HsIdKey::try_from(id).ok())
-            .map(|k| crate::keys::OnionAddress::from(&k).to_string())
-            .unwrap_or_else(|| "no identity".into());
-        return Err(DaemonError::Launch(format!(
-            "Arti launched {found}, not the master address {master}"
-        )));
-    }
+    let launched = hosting::service::launch(&client, &master, config.publish.intro_points)?;
     tracing::info!(address = %master, "master onion service launched");
     tracing::info!(
         "Arti's own descriptor publisher is off by design (its keystore holds no identity \
@@ -279,6 +255,32 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         config.mesh.as_ref().is_some_and(|m| !m.seeds.is_empty()),
         shutdown.clone(),
     ));
+
+    // The host task owns the service (the self-check may relaunch it); streams come through it.
+    let (rend_tx, mut rend_rx) = tokio::sync::mpsc::channel(64);
+    let (relaunch_tx, relaunch_rx) = tokio::sync::mpsc::channel(1);
+    let host_task = tokio::spawn(hosting::service::host(
+        Arc::clone(&client),
+        master.clone(),
+        config.publish.intro_points,
+        launched,
+        rend_tx,
+        relaunch_rx,
+        shutdown.clone(),
+    ));
+    let requests = futures::stream::poll_fn(move |cx| rend_rx.poll_recv(cx));
+    let (intro_relays_tx, intro_relays) = watch::channel(Vec::new());
+    let (tor_ok_tx, tor_ok) = watch::channel(true);
+    let (repair_tx, repair_status) = watch::channel(crate::repair::RepairStatus::disabled());
+    let repair_task = config.repair.enabled.then(|| {
+        tokio::spawn(crate::repair::task::run(
+            config.repair.clone(),
+            crate::repair::arti::ArtiTor::new(Arc::clone(&client), intro_relays, relaunch_tx),
+            tor_ok_tx,
+            repair_tx,
+            shutdown.clone(),
+        ))
+    });
 
     let proxy = Proxy::from_config(&config.target, &client, shutdown.clone());
     let (target_up_tx, target_up) = watch::channel(true);
@@ -303,6 +305,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             key_source,
             proxy,
             target_up,
+            tor_ok,
+            repair_status,
+            intro_relays: intro_relays_tx,
             snapshots,
             joining,
         },
@@ -315,7 +320,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let _ = tokio::time::timeout(Duration::from_secs(5), health_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), streams_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), status_task).await;
-    drop(service);
+    if let Some(t) = repair_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    // The host task drops the service as it ends.
+    let _ = tokio::time::timeout(Duration::from_secs(5), host_task).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -44,6 +44,12 @@ pub struct NodeInputs {
     pub proxy: Proxy,
     /// The health probe's verdict on the target.
     pub target_up: watch::Receiver<bool>,
+    /// The self-check's verdict on this node's Tor side.
+    pub tor_ok: watch::Receiver<bool>,
+    /// The self-check's status.
+    pub repair_status: watch::Receiver<crate::repair::RepairStatus>,
+    /// Where this node's current intro-point relays go (the self-check probes them).
+    pub intro_relays: watch::Sender<Vec<tor_linkspec::RelayIds>>,
     /// Where status snapshots go.
     pub snapshots: watch::Sender<Snapshot>,
     /// The join service and pushed keys.
@@ -58,6 +64,9 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
         mut key_source,
         proxy,
         mut target_up,
+        mut tor_ok,
+        repair_status,
+        intro_relays,
         snapshots,
         joining,
     } = inputs;
@@ -113,6 +122,7 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
             _ = tick.tick() => {}
             _ = role.changed() => {}
             _ = target_up.changed() => {}
+            _ = tor_ok.changed() => {}
             _ = publisher_status.changed() => {}
             _ = pushed_keys.changed() => {
                 // Pushed keys were stored: re-read them and re-sync the keystore now.
@@ -131,13 +141,17 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
             Role::Standby
         };
         snapshot.proxy = proxy.stats();
-        let healthy = *target_up.borrow_and_update();
-        cluster.set_health(if healthy {
-            Health::Healthy
-        } else {
-            Health::TargetDown
-        });
-        snapshot.target_up = healthy;
+        let target_is_up = *target_up.borrow_and_update();
+        let tor_works = *tor_ok.borrow_and_update();
+        let health = match (tor_works, target_is_up) {
+            (false, _) => Health::TorBroken,
+            (true, false) => Health::TargetDown,
+            (true, true) => Health::Healthy,
+        };
+        cluster.set_health(health);
+        let healthy = health == Health::Healthy;
+        snapshot.target_up = target_is_up;
+        snapshot.repair = repair_status.borrow().clone();
         {
             let p = publisher_status.borrow_and_update();
             snapshot.periods = p.periods.clone();
@@ -219,6 +233,10 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
                 continue;
             }
         };
+        intro_relays.send_if_modified(|r| {
+            let now: Vec<_> = ipts.iter().map(|i| i.relay.clone()).collect();
+            (*r != now).then(|| *r = now).is_some()
+        });
         let mut lids: Vec<String> = ipts.iter().map(|i| i.lid.clone()).collect();
         lids.sort();
         // This node's intro points as descriptor entries, rebuilt when they change; their

@@ -29,6 +29,8 @@ use tor_netdoc::doc::hsdesc::IntroPointDesc;
 
 use crate::keys::OnionAddress;
 
+pub mod service;
+
 /// Bootstraps `client`, handing each new progress line to `report` (the daemon logs it and
 /// tells systemd; `join` prints it).
 pub async fn bootstrap_reporting<R: tor_rtcompat::Runtime>(
@@ -99,6 +101,9 @@ pub enum HostingError {
         /// The cause.
         source: tor_llcrypto::pk::keymanip::BlindingError,
     },
+    /// The master onion service could not be launched.
+    #[error("launching the master onion service: {0}")]
+    Launch(String),
     /// Arti's intro-point state file is missing or unreadable.
     #[error("{path}: {problem}")]
     IptState {

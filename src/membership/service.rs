@@ -79,6 +79,8 @@ pub enum Lifecycle {
     Healthy,
     /// Its target does not answer: out of the descriptor.
     TargetDown,
+    /// Its own Tor side is broken (self-check failing): out of the descriptor, repairing.
+    TorBroken,
     /// Refused: another key holds its node id.
     Refused,
     /// Declared down.
@@ -98,6 +100,7 @@ impl Lifecycle {
             None => Lifecycle::Joining,
             Some(s) => match s.health {
                 Health::TargetDown => Lifecycle::TargetDown,
+                Health::TorBroken => Lifecycle::TorBroken,
                 Health::Healthy if s.intro_points.count > 0 => Lifecycle::Healthy,
                 _ => Lifecycle::Initializing,
             },

@@ -209,6 +209,9 @@ pub enum Health {
     Healthy,
     /// The target does not answer the health probe.
     TargetDown,
+    /// This node's own Tor side is broken (its self-check cannot reach its intro-point
+    /// relays); it is repairing itself. Appended last: the variant index is the wire value.
+    TorBroken,
 }
 
 impl Health {

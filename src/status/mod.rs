@@ -134,6 +134,9 @@ pub struct Snapshot {
     /// The join service's counters (absent when this node takes no joins).
     #[serde(default)]
     pub join: Option<crate::join::authority::JoinCounters>,
+    /// The self-check of this node's Tor side, and its repairs.
+    #[serde(default = "crate::repair::RepairStatus::disabled")]
+    pub repair: crate::repair::RepairStatus,
 }
 
 /// A period slug (`<interval>_<length min>_<offset s>`) as the time range it covers, e.g.
@@ -199,6 +202,7 @@ impl Snapshot {
             clock_error: None,
             keys: Default::default(),
             join: None,
+            repair: crate::repair::RepairStatus::disabled(),
         }
     }
 

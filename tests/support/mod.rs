@@ -233,6 +233,37 @@ impl Node {
         self.child = Some(child);
     }
 
+    /// Starts the daemon inside the cgroup `cg` from its first instruction (so every socket it
+    /// opens belongs to it, which is what [`TorCut`] matches).
+    pub fn start_in(&mut self, cg: &Cgroup) {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .unwrap();
+        let procs = cg.path.join("cgroup.procs");
+        let child = Command::new("sh")
+            .args([
+                "-c",
+                "echo $$ > \"$0\" && exec \"$@\"",
+                procs.to_str().unwrap(),
+                BIN,
+                "run",
+                "-c",
+                self.config.to_str().unwrap(),
+            ])
+            .env(
+                "RUST_LOG",
+                std::env::var("RB_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
@@ -936,4 +967,82 @@ pub fn wait_streams_through_every_node(
         }
         None
     });
+}
+
+/// A cgroup (v2) of its own for one test process; removed on drop.
+pub struct Cgroup {
+    /// Its directory.
+    pub path: PathBuf,
+    /// Its path relative to the cgroup2 root (what `iptables -m cgroup --path` takes).
+    pub relative: String,
+}
+
+impl Cgroup {
+    /// Creates `rustbalance-test-<pid>-<name>` under the cgroup2 mount. Panics, naming what is
+    /// missing, when the machine has no writable cgroup2 hierarchy.
+    pub fn new(name: &str) -> Cgroup {
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        let root = mounts
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+            })
+            .expect("a cgroup2 hierarchy in /proc/mounts (needed to cut one node's Tor traffic)");
+        let relative = format!("rustbalance-test-{}-{name}", std::process::id());
+        let path = root.join(&relative);
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("creating the cgroup {}: {e}", path.display()));
+        Cgroup { path, relative }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // Empty once its processes are gone; a few tries while they exit.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Cuts the Tor traffic of every process in a cgroup: an iptables rule resets every TCP
+/// connection it opens or has open, except on the `keep` ports (its status endpoint, its
+/// target). UDP (the mesh) is untouched. The rule goes when this is dropped.
+pub struct TorCut {
+    rule: Vec<String>,
+}
+
+impl TorCut {
+    pub fn new(cg: &Cgroup, keep: &[u16]) -> TorCut {
+        let ports: Vec<String> = keep.iter().map(u16::to_string).collect();
+        let rule: Vec<String> = [
+            "OUTPUT", "-m", "cgroup", "--path", &cg.relative, "-p", "tcp", "-m", "multiport",
+            "!", "--ports", &ports.join(","), "-j", "REJECT", "--reject-with", "tcp-reset",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = Command::new("iptables")
+            .arg("-A")
+            .args(&rule)
+            .output()
+            .expect("iptables (Debian's iptables package; testing/run-tests.sh installs it)");
+        assert!(
+            out.status.success(),
+            "iptables -A {}: {}",
+            rule.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TorCut { rule }
+    }
+}
+
+impl Drop for TorCut {
+    fn drop(&mut self) {
+        let _ = Command::new("iptables").arg("-D").args(&self.rule).output();
+    }
 }
