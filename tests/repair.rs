@@ -39,11 +39,15 @@ fn a_node_whose_tor_side_is_cut_withdraws_repairs_and_returns() {
     a.node.start_in(&cg);
     b.node.start();
     let address = a.node.address.clone();
-    wait_for(LIMIT, "both nodes' intro points served, a publishing", || {
-        let d = hsdirs.descriptor(&address)?;
-        let a_pub = role(&a.mesh()?) == "publisher";
-        (a_pub && serves_every_node(&d, &[own_auth_keys(&a), own_auth_keys(&b)])).then_some(())
-    });
+    wait_for(
+        LIMIT,
+        "both nodes' intro points served, a publishing",
+        || {
+            let d = hsdirs.descriptor(&address)?;
+            let a_pub = role(&a.mesh()?) == "publisher";
+            (a_pub && serves_every_node(&d, &[own_auth_keys(&a), own_auth_keys(&b)])).then_some(())
+        },
+    );
     let s = a.node.status().unwrap();
     assert_eq!(s["repair"]["state"], "working", "{}", s["repair"]);
     let a_keys = own_auth_keys(&a);
@@ -62,7 +66,9 @@ fn a_node_whose_tor_side_is_cut_withdraws_repairs_and_returns() {
         broken.1
     );
     assert!(
-        broken.1["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        broken.1["last_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
         "{}",
         broken.1
     );
@@ -73,8 +79,7 @@ fn a_node_whose_tor_side_is_cut_withdraws_repairs_and_returns() {
     });
     let gone = wait_for(LIMIT, "a's intro points off the HSDirs", || {
         let d = hsdirs.descriptor(&address)?;
-        (!d.is_empty() && d.is_disjoint(&a_keys) && !d.is_disjoint(&b_keys))
-            .then(|| t0.elapsed())
+        (!d.is_empty() && d.is_disjoint(&a_keys) && !d.is_disjoint(&b_keys)).then(|| t0.elapsed())
     });
     eprintln!(
         "Tor cut: a's intro points off the HSDirs after {:.1} s",
@@ -105,10 +110,14 @@ fn a_node_whose_tor_side_is_cut_withdraws_repairs_and_returns() {
         let s = a.node.status()?;
         (s["repair"]["state"] == "working").then_some(())
     });
-    let back = wait_for(Duration::from_secs(180), "a's intro points served again", || {
-        let d = hsdirs.descriptor(&address)?;
-        serves_every_node(&d, &[own_auth_keys(&a), own_auth_keys(&b)]).then(|| t1.elapsed())
-    });
+    let back = wait_for(
+        Duration::from_secs(180),
+        "a's intro points served again",
+        || {
+            let d = hsdirs.descriptor(&address)?;
+            serves_every_node(&d, &[own_auth_keys(&a), own_auth_keys(&b)]).then(|| t1.elapsed())
+        },
+    );
     eprintln!(
         "Tor back: a's intro points on the HSDirs again after {:.1} s",
         back.as_secs_f64()

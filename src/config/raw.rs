@@ -61,7 +61,10 @@ impl RawRepair {
             return Err(invalid(
                 "repair.probe_timeout",
                 format!("{:?}", self.probe_timeout),
-                format!("must not exceed repair.probe_interval ({})", self.probe_interval),
+                format!(
+                    "must not exceed repair.probe_interval ({})",
+                    self.probe_interval
+                ),
             ));
         }
         for (key, v) in [
@@ -78,7 +81,10 @@ impl RawRepair {
             return Err(invalid(
                 "repair.backoff_max",
                 format!("{:?}", self.backoff_max),
-                format!("must not be below repair.backoff_min ({})", self.backoff_min),
+                format!(
+                    "must not be below repair.backoff_min ({})",
+                    self.backoff_min
+                ),
             ));
         }
         Ok(RepairConfig {

@@ -18,7 +18,6 @@ use tor_rtcompat::PreferredRuntime;
 use super::cluster::Cluster;
 use crate::config::Config;
 use crate::descriptor;
-use crate::election;
 use crate::hosting::{self, IptRecord};
 use crate::keys::KeySource;
 use crate::membership::{Health, PeerIpts};
@@ -27,7 +26,7 @@ use crate::publisher::reactor::{self, OwnIntroPoints, SystemClock};
 use crate::publisher::select::NodeIntroPoints;
 use crate::publisher::state::{Publisher, PublisherStatus, Settings};
 use crate::publisher::{network, ArtiUploader};
-use crate::status::{IntroPointStatus, Role, Snapshot};
+use crate::status::{IntroPointStatus, Snapshot};
 
 /// Time allowed for one upload to one HSDir.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -135,11 +134,7 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
             _ = shutdown.wait_for(|s| *s) => break,
         }
         crate::notify::watchdog();
-        snapshot.role = if *role.borrow_and_update() == election::Role::Publisher {
-            Role::Publisher
-        } else {
-            Role::Standby
-        };
+        snapshot.role = Some(*role.borrow_and_update());
         snapshot.proxy = proxy.stats();
         let target_is_up = *target_up.borrow_and_update();
         let tor_works = *tor_ok.borrow_and_update();

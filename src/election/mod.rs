@@ -247,14 +247,16 @@ pub struct Lease {
     pub yield_to: Option<NodeId>,
 }
 
-/// What this node does about descriptors.
+/// What this node does about descriptors: the one role type, which the election decides, the
+/// gossip advertises (`NodeState.role`) and the status shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Hosts intro points only. (Variant order is the gossip's wire value: Standby 0,
+    /// Publisher 1.)
+    Standby,
     /// Builds and uploads the merged descriptor.
     Publisher,
-    /// Hosts intro points only.
-    Standby,
 }
 
 /// Why the decision is what it is.

@@ -5,7 +5,7 @@
 use crate::election::{Decision, Election, ElectionConfig, Reason, Role, WallTime};
 
 use super::core::Membership;
-use super::wire::{AdvertisedRole, Health, IptWire, KeyCoverage};
+use super::wire::{Health, IptWire, KeyCoverage};
 
 /// Membership and election of one node.
 pub struct Agent {
@@ -78,10 +78,7 @@ impl Agent {
         }
         let mut local = self.membership.local().clone();
         local.lease = decision.lease.clone();
-        local.role = match decision.role {
-            Role::Publisher => AdvertisedRole::Publisher,
-            Role::Standby => AdvertisedRole::Standby,
-        };
+        local.role = decision.role;
         self.membership.set_local(now, local);
         // Our own state change is not news for the election.
         let _ = self.membership.take_changed();

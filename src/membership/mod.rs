@@ -35,9 +35,7 @@ pub use self::service::{
     Lifecycle, LocalInputs, MemberStatus, MeshCommand, MeshHandle, MeshStatus, PeerIpts,
     ServiceConfig,
 };
-pub use self::wire::{
-    AdvertisedRole, ClusterMsg, Health, IptSummary, IptWire, KeyCoverage, NodeState,
-};
+pub use self::wire::{ClusterMsg, Health, IptSummary, IptWire, KeyCoverage, NodeState};
 
 #[cfg(test)]
 mod tests;

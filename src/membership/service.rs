@@ -28,9 +28,7 @@ use crate::mesh::{
 use super::agent::Agent;
 use super::core::{Action, Counters, Liveness, Membership, MembershipConfig};
 use super::identity::MemberId;
-use super::wire::{
-    AdvertisedRole, ClusterMsg, Health, IptSummary, IptWire, KeyCoverage, NodeState,
-};
+use super::wire::{ClusterMsg, Health, IptSummary, IptWire, KeyCoverage, NodeState};
 
 /// How often the agent is stepped.
 pub const STEP: Duration = Duration::from_millis(100);
@@ -161,7 +159,7 @@ pub struct MemberStatus {
     /// Its health.
     pub health: Option<Health>,
     /// Its role.
-    pub role: Option<AdvertisedRole>,
+    pub role: Option<Role>,
     /// The lease it advertises.
     pub lease: Option<Lease>,
     /// Its intro points.
@@ -261,7 +259,7 @@ pub async fn start(
     let local = NodeState {
         priority: config.priority,
         health: initial.health,
-        role: AdvertisedRole::Standby,
+        role: Role::Standby,
         lease: None,
         intro_points: IptSummary::default(),
         keys: initial.keys,
@@ -525,9 +523,7 @@ fn status(agent: &Agent, now: WallTime, transport: EndpointStats) -> MeshStatus 
         members
             .iter()
             .find(|p| {
-                p.liveness != Liveness::Down
-                    && !p.duplicate_id
-                    && p.role == Some(AdvertisedRole::Publisher)
+                p.liveness != Liveness::Down && !p.duplicate_id && p.role == Some(Role::Publisher)
             })
             .map(|p| p.node_id.clone())
     };

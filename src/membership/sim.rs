@@ -19,7 +19,7 @@ use crate::mesh::{MeshKeys, MeshPublicKey};
 use super::agent::Agent;
 use super::core::{Action, Membership, MembershipConfig};
 use super::identity::MemberId;
-use super::wire::{AdvertisedRole, Health, IptSummary, NodeState};
+use super::wire::{Health, IptSummary, NodeState};
 
 /// Simulated time starts here (a plausible wall clock, so timestamps look real).
 pub const EPOCH_MS: u64 = 1_800_000_000_000;
@@ -209,7 +209,7 @@ impl Sim {
         let local = NodeState {
             priority: node.priority,
             health: Health::Healthy,
-            role: AdvertisedRole::Standby,
+            role: Role::Standby,
             lease: None,
             intro_points: IptSummary::default(),
             keys: Default::default(),

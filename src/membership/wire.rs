@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::election::{Lease, WallTime};
+use crate::election::{Lease, Role, WallTime};
 use crate::mesh::MAX_PAYLOAD;
 
 use super::identity::valid_node_id;
@@ -221,16 +221,6 @@ impl Health {
     }
 }
 
-/// What a node says about its role (for display; the election works from leases).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AdvertisedRole {
-    /// Not elected.
-    Standby,
-    /// Publishing the descriptor.
-    Publisher,
-}
-
 /// A summary of a node's intro points: which generation, how many.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct IptSummary {
@@ -248,7 +238,7 @@ pub struct NodeState {
     /// Health.
     pub health: Health,
     /// Its role.
-    pub role: AdvertisedRole,
+    pub role: Role,
     /// Its publisher lease, if it holds one.
     pub lease: Option<Lease>,
     /// Its intro points.
@@ -417,7 +407,7 @@ mod tests {
             state: NodeState {
                 priority: 10,
                 health: Health::Healthy,
-                role: AdvertisedRole::Publisher,
+                role: Role::Publisher,
                 lease: Some(Lease {
                     holder: "node-a".into(),
                     until: WallTime::from_millis(1_700_000_006_000),

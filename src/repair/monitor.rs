@@ -314,11 +314,19 @@ mod tests {
         let mut m = Monitor::new(&config(), t0);
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         m.record(t0, fail());
-        assert_eq!(m.record(t0, fail()), Some(Action::Withdraw), "unknown counts as working");
+        assert_eq!(
+            m.record(t0, fail()),
+            Some(Action::Withdraw),
+            "unknown counts as working"
+        );
         m.due(t0, &mut rng);
         let t1 = t0 + Duration::from_secs(30);
         assert_eq!(m.record(t1, Ok(())), None);
-        assert_eq!(m.record(t1, fail()), None, "a failure resets the good streak");
+        assert_eq!(
+            m.record(t1, fail()),
+            None,
+            "a failure resets the good streak"
+        );
         assert_eq!(m.record(t1, Ok(())), None);
         assert_eq!(m.record(t1, Ok(())), Some(Action::Restore));
         assert_eq!(m.state(), TorState::Working);
@@ -332,6 +340,10 @@ mod tests {
         assert_eq!(m.record(t1, fail()), Some(Action::Withdraw));
         assert_eq!(m.due(t1, &mut rng), Some(RepairStep::RelaunchService));
         let next = m.next_repair().unwrap();
-        assert!(next - t1 <= Duration::from_secs(90), "backoff reset: {:?}", next - t1);
+        assert!(
+            next - t1 <= Duration::from_secs(90),
+            "backoff reset: {:?}",
+            next - t1
+        );
     }
 }

@@ -176,7 +176,11 @@ mod tests {
         assert!(*ok_rx.borrow(), "restored after good probes");
         let n = fake.repairs.lock().unwrap().len();
         tokio::time::sleep(Duration::from_secs(1000)).await;
-        assert_eq!(fake.repairs.lock().unwrap().len(), n, "no repairs once working");
+        assert_eq!(
+            fake.repairs.lock().unwrap().len(),
+            n,
+            "no repairs once working"
+        );
         stop_tx.send_replace(true);
         task.await.unwrap();
     }

@@ -123,10 +123,27 @@ pub fn render(s: &Snapshot, live: &Live) -> Result<String, std::fmt::Error> {
         "1 while the target answers the health probe",
         i64::from(s.target_up),
     );
+    gauge(
+        &mut reg,
+        "rustbalance_tor_ok",
+        "0 while this node's Tor self-check finds its Tor side broken (withdrawn, repairing)",
+        i64::from(s.repair.state != crate::repair::TorState::Broken),
+    );
+    counter(
+        &mut reg,
+        "rustbalance_tor_probes_failed",
+        "Tor self-check probes that failed",
+        s.repair.probes_failed,
+    );
+    counter(
+        &mut reg,
+        "rustbalance_tor_repairs",
+        "Repairs of this node's Tor side (service relaunches)",
+        s.repair.repairs,
+    );
     let role: Family<Labels, Gauge> = Family::default();
-    for r in [Role::Starting, Role::Standby, Role::Publisher] {
-        let name = format!("{r:?}").to_lowercase();
-        role.get_or_create(&l(&[("role", &name)]))
+    for r in [None, Some(Role::Standby), Some(Role::Publisher)] {
+        role.get_or_create(&l(&[("role", super::role_name(r))]))
             .set(i64::from(r == s.role));
     }
     reg.register(
@@ -320,7 +337,7 @@ mod tests {
         let mut s = Snapshot::starting("node-a", "x.onion");
         s.proxy.rendezvous = 7;
         s.proxy.bytes_down = 1234;
-        s.role = Role::Publisher;
+        s.role = Some(Role::Publisher);
         s.target_up = false;
         let mut j = crate::join::authority::JoinCounters {
             granted: 2,

@@ -13,20 +13,11 @@ use crate::membership::MeshStatus;
 use crate::proxy::ProxyStats;
 
 /// Version of the status schema (2: `cluster` and the `standby` role; 3: `cluster.reason` as
-/// data, `clock_error`, `members[].duplicate_id`).
-pub const SCHEMA_VERSION: u32 = 4;
+/// data, `clock_error`, `members[].duplicate_id`; 5: `role` is `null` while starting (one role
+/// type for election, gossip and status), `repair`).
+pub const SCHEMA_VERSION: u32 = 5;
 
-/// What this node does for the master address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Starting: Arti bootstrapping or the service not yet launched.
-    Starting,
-    /// Hosting the service and publishing the descriptor.
-    Publisher,
-    /// Hosting the service; another node publishes.
-    Standby,
-}
+pub use crate::election::Role;
 
 /// One of this node's intro points (public facts only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,8 +96,9 @@ pub struct Snapshot {
     pub node_id: String,
     /// The master onion address.
     pub master_address: String,
-    /// What this node does.
-    pub role: Role,
+    /// What this node does: `null` while it starts (Arti bootstrapping, the service not yet
+    /// launched), then the election's role.
+    pub role: Option<Role>,
     /// Unix time the daemon started.
     pub started_at: u64,
     /// This node's current intro points.
@@ -137,6 +129,23 @@ pub struct Snapshot {
     /// The self-check of this node's Tor side, and its repairs.
     #[serde(default = "crate::repair::RepairStatus::disabled")]
     pub repair: crate::repair::RepairStatus,
+}
+
+/// A unit enum value as the JSON status names it (`tor_broken`, `alive`, …), for the text view.
+fn wire_name<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v)
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string()
+}
+
+/// A role as the status shows it: `starting`, `standby` or `publisher`.
+pub fn role_name(role: Option<Role>) -> &'static str {
+    match role {
+        None => "starting",
+        Some(Role::Standby) => "standby",
+        Some(Role::Publisher) => "publisher",
+    }
 }
 
 /// A period slug (`<interval>_<length min>_<offset s>`) as the time range it covers, e.g.
@@ -191,7 +200,7 @@ impl Snapshot {
             version: SCHEMA_VERSION,
             node_id: node_id.to_string(),
             master_address: master_address.to_string(),
-            role: Role::Starting,
+            role: None,
             started_at: unix_now(),
             intro_points: Vec::new(),
             periods: Vec::new(),
@@ -212,8 +221,10 @@ impl Snapshot {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "node {}  role {:?}  master {}",
-            self.node_id, self.role, self.master_address
+            "node {}  role {}  master {}",
+            self.node_id,
+            role_name(self.role),
+            self.master_address
         );
         if !self.target_up {
             let _ = writeln!(s, "target DOWN (health probe): intro points withdrawn");
@@ -221,19 +232,36 @@ impl Snapshot {
         if let Some(e) = &self.clock_error {
             let _ = writeln!(s, "CLOCK: {e}");
         }
+        let r = &self.repair;
+        if r.state == crate::repair::TorState::Broken {
+            let _ = writeln!(
+                s,
+                "TOR BROKEN for {} s (self-check: {}): intro points withdrawn; {} repairs, next in {} s",
+                r.for_secs,
+                r.last_error.as_deref().unwrap_or("?"),
+                r.repairs,
+                r.next_repair_in_secs.unwrap_or(0)
+            );
+        } else if r.enabled {
+            let _ = writeln!(
+                s,
+                "tor self-check: {} ({} probes, {} failed, {} repairs)",
+                if r.state == crate::repair::TorState::Working {
+                    "working"
+                } else {
+                    "no probe yet"
+                },
+                r.probes,
+                r.probes_failed,
+                r.repairs
+            );
+        }
         let _ = writeln!(s, "keys: {}", keys_text(Some(self.keys)));
         if let Some(j) = &self.join {
             let refused: Vec<String> = j
                 .refused
                 .iter()
-                .map(|(c, n)| {
-                    format!(
-                        "{n} {}",
-                        serde_json::to_string(c)
-                            .unwrap_or_default()
-                            .trim_matches('"')
-                    )
-                })
+                .map(|(c, n)| format!("{n} {}", wire_name(c)))
                 .collect();
             let _ = writeln!(
                 s,
@@ -301,10 +329,10 @@ impl Snapshot {
         if let Some(c) = &self.cluster {
             let _ = writeln!(
                 s,
-                "mesh: key {} at {}  election {:?} ({})  publisher {}",
+                "mesh: key {} at {}  election {} ({})  publisher {}",
                 c.public_key,
                 c.endpoint,
-                c.role,
+                wire_name(&c.role),
                 c.reason.as_ref().map_or("-".to_string(), |r| r.to_string()),
                 c.publisher.as_deref().unwrap_or("none seen")
             );
@@ -315,13 +343,11 @@ impl Snapshot {
                     s,
                     "  {:<16} {:<8} {:<22} prio {:<4} {:<11} {:<9} seen {} ago  rtt {}  wg {}",
                     m.node_id,
-                    format!("{:?}", m.liveness).to_lowercase(),
+                    wire_name(&m.liveness),
                     m.endpoint,
                     m.priority.map_or("-".into(), |p| p.to_string()),
-                    m.health
-                        .map_or("-".into(), |h| format!("{h:?}").to_lowercase()),
-                    m.role
-                        .map_or("-".into(), |r| format!("{r:?}").to_lowercase()),
+                    m.health.map_or("-".into(), |h| wire_name(&h)),
+                    m.role.map_or("-".into(), |r| wire_name(&r)),
                     ms(m.last_seen_ms_ago),
                     ms(m.rtt_ms),
                     m.wireguard_handshake_age_ms
@@ -330,9 +356,7 @@ impl Snapshot {
                 let _ = writeln!(
                     s,
                     "    {:<12} keys: {}",
-                    serde_json::to_string(&m.lifecycle)
-                        .unwrap_or_default()
-                        .trim_matches('"'),
+                    wire_name(&m.lifecycle),
                     keys_text(m.keys)
                 );
                 if m.duplicate_id {
@@ -475,9 +499,9 @@ mod tests {
     #[tokio::test]
     async fn endpoint_serves_the_latest_snapshot_and_stops() {
         let e = endpoint(Access::default()).await;
-        assert_eq!(fetch(e.addr, None).await.unwrap().role, Role::Starting);
+        assert_eq!(fetch(e.addr, None).await.unwrap().role, None);
         let mut next = Snapshot::starting("n1", "x.onion");
-        next.role = Role::Publisher;
+        next.role = Some(Role::Publisher);
         next.periods.push(PeriodStatus {
             period: "1_2_3".into(),
             published_at: unix_now(),

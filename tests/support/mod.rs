@@ -1020,8 +1020,22 @@ impl TorCut {
     pub fn new(cg: &Cgroup, keep: &[u16]) -> TorCut {
         let ports: Vec<String> = keep.iter().map(u16::to_string).collect();
         let rule: Vec<String> = [
-            "OUTPUT", "-m", "cgroup", "--path", &cg.relative, "-p", "tcp", "-m", "multiport",
-            "!", "--ports", &ports.join(","), "-j", "REJECT", "--reject-with", "tcp-reset",
+            "OUTPUT",
+            "-m",
+            "cgroup",
+            "--path",
+            &cg.relative,
+            "-p",
+            "tcp",
+            "-m",
+            "multiport",
+            "!",
+            "--ports",
+            &ports.join(","),
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
         ]
         .iter()
         .map(|s| s.to_string())
