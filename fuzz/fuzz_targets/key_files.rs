@@ -3,7 +3,8 @@
 //!
 //! The input is written (mode 0600) as: a master identity file (C tor format or PKCS8 PEM,
 //! chosen by its first bytes as the daemon does), a mesh private key, a cluster token, a
-//! status access token, and the one file of a blinded-key directory.
+//! status access token, the one file of a blinded-key directory, and the one `.auth` file of a
+//! restricted-discovery client directory (also parsed as a configured key list entry).
 
 #![no_main]
 
@@ -13,8 +14,8 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use rustbalance::keys::{
-    load_access_token, load_blinded_dir, load_cluster_token, load_identity, load_mesh_keys,
-    OnionAddress,
+    load_access_token, load_authorized_clients, load_blinded_dir, load_cluster_token,
+    load_identity, load_mesh_keys, OnionAddress,
 };
 
 fn dir() -> &'static PathBuf {
@@ -22,6 +23,7 @@ fn dir() -> &'static PathBuf {
     DIR.get_or_init(|| {
         let d = std::env::temp_dir().join(format!("rb-fuzz-keys-{}", std::process::id()));
         std::fs::create_dir_all(d.join("blinded")).unwrap();
+        std::fs::create_dir_all(d.join("clients")).unwrap();
         d
     })
 }
@@ -90,4 +92,13 @@ fuzz_target!(|data: &[u8]| {
     };
     write(&blinded.join(name), &body);
     let _ = load_blinded_dir(&blinded, master());
+    // Restricted discovery: a client's `.auth` file, and the same text as a list entry. An
+    // accepted set never exceeds the cap.
+    write(&d.join("clients").join("c.auth"), data);
+    if let Ok(keys) = load_authorized_clients(Some(&d.join("clients")), &[]) {
+        assert_eq!(keys.len(), 1);
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = load_authorized_clients(None, &[text.to_string()]);
+    }
 });

@@ -296,6 +296,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(k) = report.mesh_public_key {
                 println!("mesh public key: {k}");
             }
+            if let Some(n) = report.authorized_clients {
+                println!("restricted discovery: {n} authorized clients");
+            }
             Ok(())
         }
         Command::Run { config } => {
@@ -599,6 +602,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<OnionAddress> {
         },
         target: opts.target.clone(),
         virtual_ports: vec![80],
+        authorized_clients: None,
         arti_config,
         status_listen: opts.status_listen.clone(),
         mesh: opts

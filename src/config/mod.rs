@@ -141,6 +141,18 @@ pub struct MasterConfig {
     pub onion_address: OnionAddress,
     /// Its keys.
     pub keys: MasterKeys,
+    /// Restricted discovery (client authorization): `None` for a public descriptor.
+    pub restricted: Option<RestrictedDiscovery>,
+}
+
+/// Restricted discovery: the descriptor is encrypted for these clients only
+/// (`master.authorized_clients_dir` and/or `master.authorized_clients`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestrictedDiscovery {
+    /// A directory of C tor `<name>.auth` files, re-read while running.
+    pub dir: Option<PathBuf>,
+    /// Keys given in the configuration (`descriptor:x25519:<base32>`).
+    pub list: Vec<String>,
 }
 
 /// Where proxied streams go.

@@ -162,6 +162,8 @@ struct RawMaster {
     onion_address: String,
     key: Option<PathBuf>,
     blinded_keys: Option<PathBuf>,
+    authorized_clients_dir: Option<PathBuf>,
+    authorized_clients: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -419,9 +421,53 @@ impl RawMaster {
                 ))
             }
         };
+        // The list's syntax and the cap now; the directory is read at start and re-read while
+        // running (its files may change).
+        let list = self.authorized_clients.as_deref().unwrap_or_default();
+        if list.len() > crate::keys::MAX_AUTHORIZED_CLIENTS {
+            return Err(invalid(
+                "master.authorized_clients",
+                format!("{} entries", list.len()),
+                format!(
+                    "at most {} clients fit in a descriptor",
+                    crate::keys::MAX_AUTHORIZED_CLIENTS
+                ),
+            ));
+        }
+        for (i, k) in list.iter().enumerate() {
+            if let Err(e) = crate::keys::parse_client_key(k) {
+                return Err(invalid(
+                    "master.authorized_clients",
+                    format!("entry {i} {k:?}"),
+                    format!("{e}: expected descriptor:x25519:<52 base32 characters>"),
+                ));
+            }
+        }
+        let authorized_clients_dir = match self.authorized_clients_dir {
+            Some(d) => {
+                let d = resolve(base, d);
+                if !d.is_dir() {
+                    return Err(invalid(
+                        "master.authorized_clients_dir",
+                        d.display(),
+                        "no such directory",
+                    ));
+                }
+                Some(d)
+            }
+            None => None,
+        };
+        // Either key present (even an empty list) turns restricted discovery on: an empty set
+        // locks every client out, it never makes the descriptor public.
+        let restricted = (authorized_clients_dir.is_some() || self.authorized_clients.is_some())
+            .then(|| RestrictedDiscovery {
+                dir: authorized_clients_dir,
+                list: self.authorized_clients.unwrap_or_default(),
+            });
         Ok(MasterConfig {
             onion_address,
             keys,
+            restricted,
         })
     }
 }

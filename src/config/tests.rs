@@ -529,3 +529,58 @@ fn mesh_rules_name_their_key_and_value() {
     let missing = err(&with_mesh("").replacen("\"mesh.key\"", "\"no-such.key\"", 1));
     assert!(missing.ends_with("no-such.key: no such file"), "{missing}");
 }
+
+#[test]
+fn repair_defaults_and_bounds() {
+    let c = Config::from_toml(&minimal(), &base()).unwrap();
+    assert!(c.repair.enabled);
+    assert_eq!(c.repair.probe_interval, Duration::from_secs(30));
+    assert_eq!(c.repair.probe_timeout, Duration::from_secs(20));
+    assert_eq!((c.repair.fail_after, c.repair.recover_after), (2, 2));
+    assert_eq!(c.repair.backoff_min, Duration::from_secs(30));
+    assert_eq!(c.repair.backoff_max, Duration::from_secs(600));
+    let with = |extra: &str| format!("{}[repair]\n{extra}\n", minimal());
+    let e = err(&with("probe_interval = \"10s\"\nprobe_timeout = \"20s\""));
+    assert!(e.contains("repair.probe_timeout"), "{e}");
+    let e = err(&with("fail_after = 0"));
+    assert!(e.contains("repair.fail_after"), "{e}");
+    let e = err(&with("backoff_min = \"5m\"\nbackoff_max = \"1m\""));
+    assert!(e.contains("repair.backoff_max"), "{e}");
+    let e = err(&with("probes = 3"));
+    assert!(e.contains("probes"), "{e}");
+}
+
+#[test]
+fn restricted_discovery_keys() {
+    const K: &str = "descriptor:x25519:ZPRRMIV6DV6SJFL7SFBSVLJ5VUNPGCDFEVZ7M23LTLVTCCXJQBKA";
+    let b = base();
+    let c = Config::from_toml(&minimal(), &b).unwrap();
+    assert_eq!(c.master.restricted, None, "public by default");
+    let with = |extra: &str| minimal().replace("[target]", &format!("{extra}\n[target]"));
+    let c = Config::from_toml(&with(&format!("authorized_clients = [{K:?}]")), &b).unwrap();
+    assert_eq!(c.master.restricted.unwrap().list, vec![K.to_string()]);
+    // An empty list is restricted to nobody, never public.
+    let c = Config::from_toml(&with("authorized_clients = []"), &b).unwrap();
+    assert!(c.master.restricted.unwrap().list.is_empty());
+    std::fs::create_dir_all(b.join("clients")).unwrap();
+    let c = Config::from_toml(&with("authorized_clients_dir = \"clients\""), &b).unwrap();
+    assert_eq!(c.master.restricted.unwrap().dir, Some(b.join("clients")));
+    let e = err(&with("authorized_clients_dir = \"no-such-dir\""));
+    assert!(
+        e.contains("master.authorized_clients_dir") && e.contains("no such directory"),
+        "{e}"
+    );
+    let e = err(&with(&format!(
+        "authorized_clients = [{K:?}, \"descriptor:x25519:AAAA\"]"
+    )));
+    assert!(
+        e.contains("master.authorized_clients") && e.contains("entry 1"),
+        "{e}"
+    );
+    let many: Vec<String> = (0..161).map(|_| format!("{K:?}")).collect();
+    let e = err(&with(&format!("authorized_clients = [{}]", many.join(","))));
+    assert!(
+        e.contains("161 entries") && e.contains("at most 160"),
+        "{e}"
+    );
+}

@@ -156,6 +156,9 @@ pub struct CheckReport {
     pub keys: String,
     /// This node's mesh public key, with `[mesh]`.
     pub mesh_public_key: Option<String>,
+    /// How many authorized clients restricted discovery encrypts the descriptor for (`None`:
+    /// public descriptor).
+    pub authorized_clients: Option<usize>,
 }
 
 /// Loads every secret and key file `config` names, as `run` does at start (same checks, same
@@ -179,12 +182,27 @@ pub fn preflight(config: &Config) -> Result<CheckReport, DaemonError> {
     if let Some(p) = &config.status.access_token_file {
         crate::keys::load_access_token(p)?;
     }
+    let authorized_clients = authorized_clients(config)?.map(|c| c.len());
     Ok(CheckReport {
         node_id: config.node.id.clone(),
         master: config.master.onion_address.to_string(),
         keys,
         mesh_public_key,
+        authorized_clients,
     })
+}
+
+/// The authorized clients restricted discovery encrypts the descriptor for, read from the
+/// configuration's list and directory (`None`: restricted discovery is off).
+pub fn authorized_clients(
+    config: &Config,
+) -> Result<Option<Vec<tor_llcrypto::pk::curve25519::PublicKey>>, KeyError> {
+    config
+        .master
+        .restricted
+        .as_ref()
+        .map(|r| crate::keys::load_authorized_clients(r.dir.as_deref(), &r.list))
+        .transpose()
 }
 
 /// Runs the node until `shutdown` turns true.

@@ -28,6 +28,9 @@ use crate::publisher::state::{Publisher, PublisherStatus, Settings};
 use crate::publisher::{network, ArtiUploader};
 use crate::status::{IntroPointStatus, Snapshot};
 
+/// How often restricted discovery's client directory is re-read.
+const CLIENTS_RELOAD: Duration = Duration::from_secs(5);
+
 /// Time allowed for one upload to one HSDir.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -116,6 +119,11 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
     let mut own_auth: Vec<(String, [u8; 32])> = Vec::new();
     let mut peer_ipts = cluster.peer_ipts();
     let mut ipts_error: Option<String> = None;
+    // Restricted discovery: the clients' directory is re-read every CLIENTS_RELOAD; a change
+    // republishes, an unreadable directory keeps the last good set.
+    let mut auth_clients = super::authorized_clients(&config).unwrap_or_default();
+    let mut clients_read = std::time::Instant::now();
+    let mut clients_error: Option<String> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -163,6 +171,32 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
         let wanted = hosting::wanted_periods(&netdir);
         let current = netdir.hs_time_period();
         period_tx.send_if_modified(|p| p.replace(current) != Some(current));
+        let mut clients_changed = false;
+        if config.master.restricted.is_some() && clients_read.elapsed() >= CLIENTS_RELOAD {
+            clients_read = std::time::Instant::now();
+            match super::authorized_clients(&config) {
+                Ok(now) => {
+                    if now != auth_clients {
+                        tracing::info!(
+                            clients = now.as_ref().map_or(0, Vec::len),
+                            "authorized clients changed: republishing"
+                        );
+                        auth_clients = now;
+                        clients_changed = true;
+                    }
+                    clients_error = None;
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    if clients_error.as_ref() != Some(&e) {
+                        tracing::warn!(error = %e, "authorized clients not re-read; keeping the last ones");
+                    }
+                    clients_error = Some(e);
+                }
+            }
+        }
+        snapshot.authorized_clients = auth_clients.as_ref().map(Vec::len);
+        snapshot.authorized_clients_error = clients_error.clone();
         let keys_changed = wanted != synced_for;
         if keys_changed {
             key_source.reload();
@@ -201,13 +235,15 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
         }
         // A new consensus (or reloaded keys): a new network view for the publisher.
         if keys_changed
+            || clients_changed
             || last_netdir
                 .as_ref()
                 .is_none_or(|n| !Arc::ptr_eq(n, &netdir))
         {
-            let view = network::view(&netdir, &master, |tp| {
+            let mut view = network::view(&netdir, &master, |tp| {
                 key_source.blinded(tp).map_err(|e| e.to_string())
             });
+            view.caps.auth_clients = auth_clients.clone();
             network_tx.send_replace(Some(view));
             last_netdir = Some(Arc::clone(&netdir));
         }

@@ -16,7 +16,7 @@ use tor_hscrypto::ope::AesOpeKey;
 use tor_hscrypto::pk::{HsBlindIdKey, HsBlindIdKeypair, HsIdKey};
 use tor_hscrypto::time::TimePeriod;
 use tor_hscrypto::RevisionCounter;
-use tor_llcrypto::pk::ed25519;
+use tor_llcrypto::pk::{curve25519, ed25519};
 use tor_netdir::params::NetParameters;
 use tor_netdir::HsDirParams;
 use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, HsDescBuilder, IntroPointDesc};
@@ -57,9 +57,17 @@ pub enum DescriptorError {
     /// An intro point received from another node does not convert back.
     #[error("intro point from the mesh: {0}")]
     BadIntroPoint(String),
-    /// Certificate or encoding failure (including exceeding the size limit).
+    /// Certificate or encoding failure.
     #[error("building the descriptor: {0}")]
     Build(String),
+    /// Over [`MAX_DESCRIPTOR_BYTES`] (many authorized clients and intro points).
+    #[error("the descriptor with {intro_points} intro points is {bytes} bytes, over {MAX_DESCRIPTOR_BYTES}")]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The intro points it listed.
+        intro_points: usize,
+    },
 }
 
 /// What a descriptor declares about how clients may talk to the service, exactly as Arti's own
@@ -76,6 +84,9 @@ pub struct Capabilities {
     pub flow_control: Option<(Protocols, u8)>,
     /// The `proto` line's protocols (empty: no line).
     pub protocols: Protocols,
+    /// Restricted discovery: the clients the descriptor is encrypted for (`None`: anyone who
+    /// knows the address can read it; `Some` of an empty list: nobody).
+    pub auth_clients: Option<Vec<curve25519::PublicKey>>,
 }
 
 impl Capabilities {
@@ -94,6 +105,7 @@ impl Capabilities {
                 )
             }),
             protocols: supported.intersection(&advertisable),
+            auth_clients: None,
         }
     }
 }
@@ -206,6 +218,18 @@ pub fn build<R: Rng + CryptoRng>(
     let expiry = now + CERT_VALIDITY;
     let cert = create_desc_sign_key_cert(&desc_sign.verifying_key(), spec.blind, expiry)
         .map_err(|e| DescriptorError::Build(format!("signing-key certificate: {e}")))?;
+    // Restricted to nobody: encrypted for a throwaway key no one holds (Arti's builder cannot
+    // make a descriptor with an empty client list), so removing the last client locks every
+    // client out instead of making the descriptor public.
+    let throwaway;
+    let auth_clients = match spec.caps.auth_clients.as_deref() {
+        Some([]) => {
+            let secret = curve25519::StaticSecret::random_from_rng(&mut *rng);
+            throwaway = [curve25519::PublicKey::from(&secret)];
+            Some(&throwaway[..])
+        }
+        other => other,
+    };
     let text = HsDescBuilder::default()
         .blinded_id(&blind_pk)
         .hs_desc_sign(&desc_sign)
@@ -221,14 +245,42 @@ pub fn build<R: Rng + CryptoRng>(
         .subcredential(subcredential)
         .flow_control(spec.caps.flow_control.clone())
         .supported_protocols(spec.caps.protocols.clone())
-        .max_generated_len(MAX_DESCRIPTOR_BYTES)
+        .auth_clients(auth_clients)
+        .max_generated_len(MAX_DESCRIPTOR_BYTES * 4)
         .build_sign(rng)
         .map_err(|e| DescriptorError::Build(e.to_string()))?;
+    if text.len() > MAX_DESCRIPTOR_BYTES {
+        return Err(DescriptorError::TooLarge {
+            bytes: text.len(),
+            intro_points: spec.intro_points.len(),
+        });
+    }
     Ok(BuiltDescriptor {
         text,
         revision: u64::from(spec.revision),
         intro_points: spec.intro_points.len(),
     })
+}
+
+/// [`build`], listing as many of `spec`'s intro points (in their order) as fit in
+/// [`MAX_DESCRIPTOR_BYTES`]: with many authorized clients not all 20 do (160 clients leave
+/// room for 15; Arti pads each encrypted layer to whole 10,000-byte blocks).
+pub fn build_fitting<R: Rng + CryptoRng>(
+    spec: &Spec<'_>,
+    now: SystemTime,
+    rng: &mut R,
+) -> Result<BuiltDescriptor, DescriptorError> {
+    let mut n = spec.intro_points.len();
+    loop {
+        let attempt = Spec {
+            intro_points: &spec.intro_points[..n],
+            ..*spec
+        };
+        match build(&attempt, now, rng) {
+            Err(DescriptorError::TooLarge { .. }) if n > 1 => n -= (n / 4).max(1),
+            other => return other,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -348,6 +400,119 @@ mod tests {
             .if_valid_at(&now)
             .unwrap();
         assert!(desc.flow_control().is_none());
+    }
+
+    #[test]
+    fn a_restricted_descriptor_opens_for_its_clients_only_and_fits_160_of_them() {
+        use tor_checkable::Timebound;
+        use tor_hscrypto::pk::{
+            HsClientDescEncKey, HsClientDescEncKeypair, HsClientDescEncSecretKey,
+        };
+        use tor_netdoc::doc::hsdesc::HsDesc;
+        let kp = ed25519::Keypair::from_bytes(&[6; 32]);
+        let id = HsIdKeypair::from(ed25519::ExpandedKeypair::from(&kp));
+        let hsid = HsIdKey::from(&id);
+        let now = SystemTime::now();
+        let tp =
+            TimePeriod::new(Duration::from_secs(86400), now, Duration::from_secs(43200)).unwrap();
+        let (blind_pk, blind, subcred) = id.compute_blinded_key(tp).unwrap();
+        let client = |seed: u8| {
+            let secret = curve25519::StaticSecret::from([seed; 32]);
+            let public = curve25519::PublicKey::from(&secret);
+            HsClientDescEncKeypair::new(
+                HsClientDescEncKey::from(public),
+                HsClientDescEncSecretKey::from(secret),
+            )
+        };
+        let (alice, bob) = (client(1), client(2));
+        let mut caps = Capabilities::declared(&NetParameters::default());
+        caps.auth_clients = Some(vec![*alice.public().as_ref()]);
+        let ipts = [intro_point()];
+        let spec = Spec {
+            master: &hsid,
+            blind: &blind,
+            period: tp,
+            revision: revision_at_offset(&blind, Duration::from_secs(100)),
+            intro_points: &ipts,
+            caps: &caps,
+            lifetime: Duration::from_secs(3 * 3600),
+        };
+        let text = build(&spec, now, &mut rand::rng()).unwrap().text;
+        let open = |kp: Option<&HsClientDescEncKeypair>| {
+            HsDesc::parse_decrypt_validate(&text, &blind_pk.id(), &subcred, kp)
+                .map(|d| d.dangerously_assume_timely().intro_points().len())
+        };
+        assert_eq!(
+            open(Some(&alice)).unwrap(),
+            1,
+            "the authorized client reads it"
+        );
+        assert!(open(Some(&bob)).is_err(), "another client cannot");
+        assert!(open(None).is_err(), "nor can anyone with only the address");
+        // Nobody authorized: nobody reads it (never public by accident).
+        let mut nobody = caps.clone();
+        nobody.auth_clients = Some(Vec::new());
+        let text = build(
+            &Spec {
+                caps: &nobody,
+                ..spec
+            },
+            now,
+            &mut rand::rng(),
+        )
+        .unwrap()
+        .text;
+        assert!(HsDesc::parse_decrypt_validate(&text, &blind_pk.id(), &subcred, None).is_err());
+        // The cap: 160 clients and 20 intro points stay within the 50 kB.
+        let mut many = caps.clone();
+        many.auth_clients = Some((0..160u8).map(|i| *client(i).public().as_ref()).collect());
+        let twenty: Vec<IntroPointDesc> = (0..20u8)
+            .map(|i| ipt_from_wire(&merge::test_ipt_wire(i)).unwrap())
+            .collect();
+        let spec20 = Spec {
+            caps: &many,
+            intro_points: &twenty,
+            ..spec
+        };
+        assert!(matches!(
+            build(&spec20, now, &mut rand::rng()),
+            Err(DescriptorError::TooLarge { .. })
+        ));
+        let fitted = build_fitting(&spec20, now, &mut rand::rng()).unwrap();
+        eprintln!(
+            "160 clients: {} of 20 intro points fit, {} bytes",
+            fitted.intro_points,
+            fitted.text.len()
+        );
+        assert!(fitted.text.len() <= MAX_DESCRIPTOR_BYTES);
+        assert!(
+            (5..20).contains(&fitted.intro_points),
+            "{}",
+            fitted.intro_points
+        );
+        let desc = HsDesc::parse_decrypt_validate(
+            &fitted.text,
+            &blind_pk.id(),
+            &subcred,
+            Some(&client(3)),
+        )
+        .unwrap()
+        .dangerously_assume_timely();
+        assert_eq!(desc.intro_points().len(), fitted.intro_points);
+        // Without clients all 20 fit at once.
+        assert_eq!(
+            build_fitting(
+                &Spec {
+                    intro_points: &twenty,
+                    ..spec
+                },
+                now,
+                &mut rand::rng()
+            )
+            .unwrap()
+            .intro_points,
+            20
+        );
     }
 
     #[test]

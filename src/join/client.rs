@@ -208,6 +208,7 @@ mod tests {
             virtual_ports: vec![80],
             share_periods: 8,
             mesh: crate::join::wire::fixtures::timers(),
+            authorized_clients: None,
         }
     }
 

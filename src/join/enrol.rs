@@ -66,6 +66,8 @@ pub struct ConfigSpec {
     pub mesh: Option<MeshSpec>,
     /// `join.share_periods`, if not the default.
     pub share_periods: Option<u8>,
+    /// `master.authorized_clients` (restricted discovery), as `descriptor:x25519:` lines.
+    pub authorized_clients: Option<Vec<String>>,
 }
 
 fn ms(v: u64) -> String {
@@ -87,6 +89,16 @@ pub fn render(spec: &ConfigSpec) -> String {
         MasterKeyFile::Blinded(d) => {
             let _ = writeln!(t, "blinded_keys = {d:?}");
         }
+    }
+    if let Some(clients) = &spec.authorized_clients {
+        let quoted: Vec<String> = clients.iter().map(|c| format!("  {c:?},\n")).collect();
+        let _ = write!(
+            t,
+            "# Restricted discovery: the clients the descriptor is encrypted for (as the\n\
+             # cluster had them at join time; keep this the same on every node).\n\
+             authorized_clients = [\n{}]\n",
+            quoted.concat()
+        );
     }
     let ports: Vec<String> = spec.virtual_ports.iter().map(u16::to_string).collect();
     let _ = write!(
@@ -286,6 +298,16 @@ pub fn write_joined(
                 timers: Some(grant.mesh),
             }),
             share_periods: Some(grant.share_periods),
+            authorized_clients: grant.authorized_clients.as_ref().map(|c| {
+                c.iter()
+                    .map(|k| {
+                        tor_hscrypto::pk::HsClientDescEncKey::from(
+                            tor_llcrypto::pk::curve25519::PublicKey::from(*k),
+                        )
+                        .to_string()
+                    })
+                    .collect()
+            }),
         });
         write_config(&spec.dir, &text)
     })();
@@ -331,6 +353,7 @@ mod tests {
             virtual_ports: vec![80, 443],
             share_periods: 2,
             mesh: timers(),
+            authorized_clients: Some(vec![[9; 32]]),
         };
         let spec = JoinSpec {
             dir: node.clone(),
@@ -346,6 +369,17 @@ mod tests {
         assert_eq!(config.node.id, "node-b");
         assert_eq!(config.target.virtual_ports, vec![80, 443]);
         assert_eq!(config.join.share_periods, 2);
+        // The cluster's authorized clients come along: the joiner never publishes publicly.
+        let restricted = config
+            .master
+            .restricted
+            .clone()
+            .expect("restricted discovery");
+        let clients = crate::keys::load_authorized_clients(None, &restricted.list).unwrap();
+        assert_eq!(
+            clients.iter().map(|k| k.to_bytes()).collect::<Vec<_>>(),
+            vec![[9; 32]]
+        );
         let mesh = config.mesh.unwrap();
         assert_eq!(mesh.seeds.len(), 1);
         assert_eq!(

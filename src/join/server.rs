@@ -72,6 +72,8 @@ pub struct GrantInputs<'a> {
     pub keys: KeyMaterial,
     /// Policy.
     pub policy: &'a Policy,
+    /// Restricted discovery's clients now (`None`: public).
+    pub authorized_clients: Option<Vec<[u8; 32]>>,
 }
 
 /// Builds the grant for `req`: a unique node id (the one asked for if free), the members, the
@@ -124,6 +126,7 @@ pub fn build_grant(inputs: GrantInputs<'_>, req: &JoinRequest) -> Result<Grant, 
         virtual_ports: inputs.policy.virtual_ports.clone(),
         share_periods: inputs.policy.share_periods,
         mesh: inputs.policy.timers,
+        authorized_clients: inputs.authorized_clients,
     })
 }
 
@@ -382,6 +385,21 @@ impl JoinServer {
                 ))
             })
             .collect();
+        // The clients as this node reads them now (a joiner must never publish for another set,
+        // least of all a public one).
+        let authorized_clients = match &self.master_keys.restricted {
+            Some(r) => Some(
+                crate::keys::load_authorized_clients(r.dir.as_deref(), &r.list)
+                    .map_err(|_| Refusal {
+                        code: RefusalCode::NotServing,
+                        detail: "this node cannot read its authorized clients".into(),
+                    })?
+                    .iter()
+                    .map(|k| k.to_bytes())
+                    .collect(),
+            ),
+            None => None,
+        };
         build_grant(
             GrantInputs {
                 me,
@@ -390,6 +408,7 @@ impl JoinServer {
                 token: self.token.secret_bytes(),
                 keys,
                 policy: &self.policy,
+                authorized_clients,
             },
             &checked.request,
         )
@@ -441,6 +460,7 @@ mod tests {
             )],
             me_holder,
             token: &[7; 32],
+            authorized_clients: None,
             keys: KeyMaterial::Blinded(vec![vec![0; 144]]),
             policy: &p,
         };
@@ -508,6 +528,7 @@ mod tests {
             master: id.onion_address(),
             master_keys: MasterConfig {
                 onion_address: id.onion_address(),
+                restricted: None,
                 keys: crate::config::MasterKeys::Identity("/nonexistent".into()),
             },
             policy: policy(),

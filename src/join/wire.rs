@@ -214,6 +214,10 @@ pub struct Grant {
     pub share_periods: u8,
     /// Mesh timers.
     pub mesh: MeshTimers,
+    /// Restricted discovery: the authorized clients' x25519 public keys (`None`: public
+    /// descriptor). The joiner writes them into its `master.authorized_clients`, so whichever
+    /// node publishes encrypts for the same clients.
+    pub authorized_clients: Option<Vec<[u8; 32]>>,
 }
 
 impl Drop for Grant {
@@ -514,6 +518,12 @@ impl JoinReply {
                     || g.virtual_ports.contains(&0)
                 {
                     return bad("virtual_ports", "not 1 to 64 ports, none 0");
+                }
+                if g.authorized_clients
+                    .as_ref()
+                    .is_some_and(|c| c.len() > crate::keys::MAX_AUTHORIZED_CLIENTS)
+                {
+                    return bad("authorized_clients", "more than 160 clients");
                 }
             }
         }

@@ -191,6 +191,30 @@ pub enum KeyError {
     /// The onion address's key part is not a valid ed25519 public key.
     #[error("invalid v3 onion address: the key is not a valid ed25519 public key")]
     AddressNotAKey,
+    /// An authorized client's key is not `descriptor:x25519:<base32>`.
+    #[error(
+        "{source_name} line {line}: {problem} (expected descriptor:x25519:<52 base32 characters>)"
+    )]
+    ClientKey {
+        /// The file, or `master.authorized_clients[<index>]`.
+        source_name: String,
+        /// The line (1 for a list entry).
+        line: usize,
+        /// What is wrong.
+        problem: String,
+    },
+
+    /// More authorized clients than a descriptor may hold.
+    #[error(
+        "{count} authorized clients configured; at most {max} fit in a descriptor (Arti's cap)"
+    )]
+    TooManyClients {
+        /// How many distinct keys were found.
+        count: usize,
+        /// The cap.
+        max: usize,
+    },
+
     /// A key directory could not be listed.
     #[error("cannot read key directory {}: {source}", path.display())]
     ReadDir {

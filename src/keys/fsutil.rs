@@ -59,6 +59,20 @@ pub(crate) fn read_secret_file(
     path: &Path,
     rule: LengthRule,
 ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    read_bounded(path, rule, true)
+}
+
+/// Read a public key file (any mode) with the same checks otherwise: a regular file, opened
+/// without blocking, its size bounded before and after reading.
+pub(crate) fn read_public_file(path: &Path, limit: u64) -> Result<Vec<u8>, KeyError> {
+    read_bounded(path, LengthRule::AtMost(limit), false).map(|b| b.to_vec())
+}
+
+fn read_bounded(
+    path: &Path,
+    rule: LengthRule,
+    secret: bool,
+) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     let read_err = |source: io::Error| KeyError::Read {
         path: path.to_owned(),
         source,
@@ -79,7 +93,9 @@ pub(crate) fn read_secret_file(
             path: path.to_owned(),
         });
     }
-    check_mode(path, &meta)?;
+    if secret {
+        check_mode(path, &meta)?;
+    }
     rule.check(path, meta.len())?;
 
     // The file may change between fstat and read: never read more than the rule allows + 1,

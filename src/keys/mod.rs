@@ -17,6 +17,8 @@
 //!   [`load_cluster_token`] and their generators, under the same file policy;
 //! - [`KeySource`]: where a running node's blinded keys come from (the identity secret, or the
 //!   offline-master directory), and [`load_identity`] (either file format);
+//! - restricted discovery's authorized clients ([`load_authorized_clients`]): C tor's
+//!   `descriptor:x25519:<base32>` `.auth` files and/or a configured list, at most 160;
 //! - [`KeyError`], the errors of all of the above, each naming the file (or the address part)
 //!   and what is wrong.
 //!
@@ -30,6 +32,7 @@
 
 mod address;
 mod blinded;
+mod clients;
 mod error;
 mod fsutil;
 mod identity;
@@ -41,6 +44,9 @@ pub use blinded::{
     blinded_dir_master, blinded_key_bytes, covering, decode_blinded_key, export_blinded,
     export_count_for_days, load_blinded_dir, period_at, store_blinded_key, BlindedKey,
     BLINDED_FILE_LEN, MAX_EXPORT_PERIODS,
+};
+pub use clients::{
+    load_authorized_clients, parse_auth_file, parse_client_key, MAX_AUTHORIZED_CLIENTS,
 };
 pub use error::KeyError;
 pub(crate) use fsutil::write_new_secret_file;

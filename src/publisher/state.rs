@@ -84,7 +84,8 @@ pub struct NetworkView {
     pub valid_after: SystemTime,
     /// The consensus's `valid-until`.
     pub valid_until: SystemTime,
-    /// Flow control and protocols to declare.
+    /// Flow control and protocols to declare, and the authorized clients (restricted
+    /// discovery); a change republishes every period.
     pub caps: Capabilities,
 }
 
@@ -443,7 +444,7 @@ impl Publisher {
                     caps,
                     lifetime: settings.lifetime,
                 };
-                match descriptor::build(&spec, wall, rng) {
+                match descriptor::build_fitting(&spec, wall, rng) {
                     Ok(b) => {
                         bytes = bytes.max(b.text.len());
                         texts[w] = Some((b.text.into(), b.intro_points));

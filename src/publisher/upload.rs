@@ -202,18 +202,26 @@ impl<R: Runtime> Uploader for ArtiUploader<R> {
         Box::pin(async move {
             let text = answer.await?;
             // Only a descriptor signed under this period's blinded key counts (an HSDir cannot
-            // make one up); its time bounds do not matter here.
-            let desc = tor_netdoc::doc::hsdesc::HsDesc::parse_decrypt_validate(
-                &text,
-                &check.blind_id,
-                &check.subcredential,
-                None,
-            )
-            .map_err(|e| format!("the HSDir's descriptor does not verify: {e}"))?;
-            use tor_checkable::Timebound as _;
-            Ok(u64::from(desc.dangerously_assume_timely().revision()))
+            // make one up); its time bounds do not matter here. The revision counter is in the
+            // signed outer layer, so restricted descriptors (which we cannot decrypt) count too.
+            held_revision(&text, &check.blind_id)
         })
     }
+}
+
+/// The revision counter of the descriptor `text` if its outer layer is signed under
+/// `blind_id` (the outer layer only: it opens without the inner layer's client keys).
+pub fn held_revision(text: &str, blind_id: &HsBlindId) -> Result<u64, String> {
+    use tor_checkable::{SelfSigned as _, Timebound as _};
+    tor_netdoc::doc::hsdesc::HsDesc::parse(text, blind_id)
+        .map_err(|e| format!("the HSDir's descriptor does not parse: {e}"))?
+        .check_signature()
+        .map_err(|e| format!("the HSDir's descriptor does not verify: {e}"))?
+        .dangerously_assume_timely();
+    text.lines()
+        .find_map(|l| l.strip_prefix("revision-counter "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .ok_or_else(|| "the HSDir's descriptor has no revision-counter".to_string())
 }
 
 /// Fetches the descriptor for `blind_id` from every HSDir a client would ask in `period`,
@@ -285,4 +293,59 @@ where
         .map_err(|e| format!("{what}: {e}"))?
         .into_output_string()
         .map_err(|e| format!("HSDir answered: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::descriptor::{self, Capabilities, Spec};
+    use std::time::{Duration, SystemTime};
+    use tor_hscrypto::pk::{HsIdKey, HsIdKeypair};
+    use tor_llcrypto::pk::{curve25519, ed25519};
+
+    #[test]
+    fn the_held_revision_is_read_from_restricted_descriptors_too_and_only_if_signed() {
+        let kp = ed25519::Keypair::from_bytes(&[9; 32]);
+        let id = HsIdKeypair::from(ed25519::ExpandedKeypair::from(&kp));
+        let hsid = HsIdKey::from(&id);
+        let now = SystemTime::now();
+        let tp =
+            TimePeriod::new(Duration::from_secs(86400), now, Duration::from_secs(43200)).unwrap();
+        let (blind_pk, blind, _) = id.compute_blinded_key(tp).unwrap();
+        let caps = Capabilities {
+            auth_clients: Some(vec![curve25519::PublicKey::from([4u8; 32])]),
+            ..Default::default()
+        };
+        let ipts = [descriptor::ipt_from_wire(&descriptor::test_ipt_wire(1)).unwrap()];
+        let revision = descriptor::revision_at_offset(&blind, Duration::from_secs(500));
+        let spec = Spec {
+            master: &hsid,
+            blind: &blind,
+            period: tp,
+            revision,
+            intro_points: &ipts,
+            caps: &caps,
+            lifetime: Duration::from_secs(3 * 3600),
+        };
+        let text = descriptor::build(&spec, now, &mut rand::rng())
+            .unwrap()
+            .text;
+        assert_eq!(
+            held_revision(&text, &blind_pk.id()),
+            Ok(u64::from(revision))
+        );
+        // Another revision written in: the signature no longer holds.
+        let forged = text.replace(
+            &format!("revision-counter {}", u64::from(revision)),
+            "revision-counter 18446744073709551615",
+        );
+        assert!(held_revision(&forged, &blind_pk.id()).is_err());
+        // Another service's blinded id: refused.
+        let other = HsIdKeypair::from(ed25519::ExpandedKeypair::from(
+            &ed25519::Keypair::from_bytes(&[8; 32]),
+        ));
+        let (other_blind, _, _) = other.compute_blinded_key(tp).unwrap();
+        assert!(held_revision(&text, &other_blind.id()).is_err());
+        assert!(held_revision("garbage", &blind_pk.id()).is_err());
+    }
 }

@@ -125,6 +125,12 @@ pub fn render(s: &Snapshot, live: &Live) -> Result<String, std::fmt::Error> {
     );
     gauge(
         &mut reg,
+        "rustbalance_authorized_clients",
+        "Restricted discovery: clients the descriptor is encrypted for (-1: public descriptor)",
+        s.authorized_clients.map_or(-1, |n| sat(n as u64)),
+    );
+    gauge(
+        &mut reg,
         "rustbalance_tor_ok",
         "0 while this node's Tor self-check finds its Tor side broken (withdrawn, repairing)",
         i64::from(s.repair.state != crate::repair::TorState::Broken),

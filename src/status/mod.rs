@@ -126,6 +126,13 @@ pub struct Snapshot {
     /// The join service's counters (absent when this node takes no joins).
     #[serde(default)]
     pub join: Option<crate::join::authority::JoinCounters>,
+    /// Restricted discovery: how many clients the descriptor is encrypted for (absent: public
+    /// descriptor).
+    #[serde(default)]
+    pub authorized_clients: Option<usize>,
+    /// Why the authorized clients could not be re-read (the last good set stays in use).
+    #[serde(default)]
+    pub authorized_clients_error: Option<String>,
     /// The self-check of this node's Tor side, and its repairs.
     #[serde(default = "crate::repair::RepairStatus::disabled")]
     pub repair: crate::repair::RepairStatus,
@@ -211,6 +218,8 @@ impl Snapshot {
             clock_error: None,
             keys: Default::default(),
             join: None,
+            authorized_clients: None,
+            authorized_clients_error: None,
             repair: crate::repair::RepairStatus::disabled(),
         }
     }
@@ -231,6 +240,12 @@ impl Snapshot {
         }
         if let Some(e) = &self.clock_error {
             let _ = writeln!(s, "CLOCK: {e}");
+        }
+        if let Some(n) = self.authorized_clients {
+            let _ = writeln!(s, "restricted discovery: {n} authorized clients");
+        }
+        if let Some(e) = &self.authorized_clients_error {
+            let _ = writeln!(s, "AUTHORIZED CLIENTS not re-read (last set kept): {e}");
         }
         let r = &self.repair;
         if r.state == crate::repair::TorState::Broken {

@@ -642,8 +642,60 @@ impl HsDirs {
 
     /// The auth-key sets served by each HSDir that answered, for the current period.
     pub fn per_hsdir(&self, address: &str) -> Vec<BTreeSet<String>> {
-        use tor_checkable::Timebound;
-        use tor_netdoc::doc::hsdesc::HsDesc;
+        self.per_hsdir_as(address, None)
+    }
+
+    /// [`HsDirs::descriptor`] as a restricted-discovery client holding `key` reads it: `None`
+    /// also while the served descriptors do not open for that key.
+    pub fn descriptor_as(
+        &self,
+        address: &str,
+        key: &tor_hscrypto::pk::HsClientDescEncKeypair,
+    ) -> Option<BTreeSet<String>> {
+        let sets = self.per_hsdir_as(address, Some(key));
+        let first = sets.first()?.clone();
+        sets.iter().all(|s| *s == first).then_some(first)
+    }
+
+    /// How many HSDirs a client may ask answer with a descriptor that opens for `key`, and how
+    /// many answered at all.
+    pub fn opening_for(
+        &self,
+        address: &str,
+        key: Option<&tor_hscrypto::pk::HsClientDescEncKeypair>,
+    ) -> (usize, usize) {
+        let texts = self.texts(address);
+        let Ok(master) = address.parse::<rustbalance::keys::OnionAddress>() else {
+            return (0, 0);
+        };
+        let Some(tp) = self.period() else {
+            return (0, 0);
+        };
+        let Ok((blind, subcred)) = master.public_key().compute_blinded_key(tp) else {
+            return (0, 0);
+        };
+        let opening = texts
+            .iter()
+            .filter(|t| {
+                tor_netdoc::doc::hsdesc::HsDesc::parse_decrypt_validate(
+                    t,
+                    &blind.id(),
+                    &subcred,
+                    key,
+                )
+                .is_ok()
+            })
+            .count();
+        (opening, texts.len())
+    }
+
+    fn period(&self) -> Option<tor_hscrypto::time::TimePeriod> {
+        let netdir = self.client.dirmgr().ok()?.timely_netdir().ok()?;
+        Some(netdir.hs_time_period())
+    }
+
+    /// The descriptor texts the HSDirs a client may ask serve for the current period.
+    fn texts(&self, address: &str) -> Vec<String> {
         let Ok(master) = address.parse::<rustbalance::keys::OnionAddress>() else {
             return Vec::new();
         };
@@ -659,10 +711,10 @@ impl HsDirs {
                 return Vec::new();
             };
             let tp = netdir.hs_time_period();
-            let Ok((blind, subcred)) = master.public_key().compute_blinded_key(tp) else {
+            let Ok((blind, _)) = master.public_key().compute_blinded_key(tp) else {
                 return Vec::new();
             };
-            let fetched = rustbalance::publisher::fetch_from_hsdirs(
+            rustbalance::publisher::fetch_from_hsdirs(
                 client.runtime(),
                 &pool,
                 &netdir,
@@ -670,28 +722,48 @@ impl HsDirs {
                 tp,
             )
             .await
-            .unwrap_or_default();
-            let now = std::time::SystemTime::now();
-            fetched
-                .iter()
-                .filter_map(|(_, r)| r.as_ref().ok())
-                .filter_map(|text| {
-                    HsDesc::parse_decrypt_validate(text, &blind.id(), &subcred, None)
-                        .ok()?
-                        .if_valid_at(&now)
-                        .ok()
-                })
-                .map(|d| {
-                    d.intro_points()
-                        .iter()
-                        .map(|i| {
-                            let k: &tor_llcrypto::pk::ed25519::PublicKey = i.ipt_sid_key().as_ref();
-                            k.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
-                        })
-                        .collect()
-                })
-                .collect()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(_, r)| r.ok())
+            .collect()
         })
+    }
+
+    fn per_hsdir_as(
+        &self,
+        address: &str,
+        key: Option<&tor_hscrypto::pk::HsClientDescEncKeypair>,
+    ) -> Vec<BTreeSet<String>> {
+        use tor_checkable::Timebound;
+        use tor_netdoc::doc::hsdesc::HsDesc;
+        let Ok(master) = address.parse::<rustbalance::keys::OnionAddress>() else {
+            return Vec::new();
+        };
+        let Some(tp) = self.period() else {
+            return Vec::new();
+        };
+        let Ok((blind, subcred)) = master.public_key().compute_blinded_key(tp) else {
+            return Vec::new();
+        };
+        let now = std::time::SystemTime::now();
+        self.texts(address)
+            .iter()
+            .filter_map(|text| {
+                HsDesc::parse_decrypt_validate(text, &blind.id(), &subcred, key)
+                    .ok()?
+                    .if_valid_at(&now)
+                    .ok()
+            })
+            .map(|d| {
+                d.intro_points()
+                    .iter()
+                    .map(|i| {
+                        let k: &tor_llcrypto::pk::ed25519::PublicKey = i.ipt_sid_key().as_ref();
+                        k.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+                    })
+                    .collect()
+            })
+            .collect()
     }
 }
 
