@@ -31,7 +31,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo build"
-cargo build --workspace --lib --bins --tests
+cargo build --workspace --lib --bins --tests --examples
 
 echo "== systemd unit (testing/rustbalance.service)"
 if command -v systemd-analyze >/dev/null; then

@@ -689,6 +689,32 @@ impl HsDirs {
         (opening, texts.len())
     }
 
+    /// One descriptor the HSDirs serve now for the current period that opens (for `key`, if
+    /// given) and is valid: its text and its parsed, decrypted form.
+    pub fn served(
+        &self,
+        address: &str,
+        key: Option<&tor_hscrypto::pk::HsClientDescEncKeypair>,
+    ) -> Option<(String, tor_netdoc::doc::hsdesc::HsDesc)> {
+        use tor_checkable::Timebound;
+        let master = address.parse::<rustbalance::keys::OnionAddress>().ok()?;
+        let tp = self.period()?;
+        let (blind, subcred) = master.public_key().compute_blinded_key(tp).ok()?;
+        let now = std::time::SystemTime::now();
+        self.texts(address).into_iter().find_map(|text| {
+            let d = tor_netdoc::doc::hsdesc::HsDesc::parse_decrypt_validate(
+                &text,
+                &blind.id(),
+                &subcred,
+                key,
+            )
+            .ok()?
+            .if_valid_at(&now)
+            .ok()?;
+            Some((text, d))
+        })
+    }
+
     fn period(&self) -> Option<tor_hscrypto::time::TimePeriod> {
         let netdir = self.client.dirmgr().ok()?.timely_netdir().ok()?;
         Some(netdir.hs_time_period())
