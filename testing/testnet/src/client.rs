@@ -303,6 +303,32 @@ impl ControlConn {
         }
     }
 
+    /// The next asynchronous event (after `SETEVENTS`): its text without the `650 ` code, the
+    /// lines of a multi-line event joined by `\n`; an error after the read timeout.
+    pub fn next_event(&mut self) -> Result<String, RequestError> {
+        let mut parts = Vec::new();
+        loop {
+            let mut line = String::new();
+            if self
+                .reader
+                .read_line(&mut line)
+                .map_err(io("read control event"))?
+                == 0
+            {
+                return Err(RequestError::Control("connection closed".into()));
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.len() < 4 || &line[..3] != "650" {
+                // A command reply (e.g. to SETEVENTS) arriving late: not an event.
+                continue;
+            }
+            parts.push(line[4..].to_string());
+            if &line[3..4] == " " {
+                return Ok(parts.join("\n"));
+            }
+        }
+    }
+
     /// `GETINFO key`: the value (a multi-line value exactly as sent, each line ending in `\n`).
     pub fn getinfo(&mut self, key: &str) -> Result<String, RequestError> {
         let lines = self.command(&format!("GETINFO {key}"))?;
