@@ -10,91 +10,17 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::*;
-use testnet::client::socks5_connect;
 use testnet::Description;
 
-/// Every socket operation (SOCKS connect, each read and write).
-const OP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a fresh node may take to become reachable before the benchmark gives up.
 const REACH_DEADLINE: Duration = Duration::from_secs(300);
 /// Pause between failed reachability attempts.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
-
-/// One timed GET.
-struct Fetch {
-    /// SOCKS connect start → first response byte.
-    ttfb: Duration,
-    /// First response byte → end of stream.
-    transfer: Duration,
-    /// Body bytes (after the header).
-    body: usize,
-}
-
-/// GET `path` on `host:port` through the C-tor client with its own isolation username, timing
-/// the first byte, and checks the body equals `expected` exactly.
-fn timed_get(
-    net: &Description,
-    host: &str,
-    port: u16,
-    path: &str,
-    user: &str,
-    expected: &[u8],
-) -> Result<Fetch, String> {
-    let t0 = Instant::now();
-    let mut s = socks5_connect(net.client.socks, host, port, Some(user), OP_TIMEOUT)
-        .map_err(|e| e.to_string())?;
-    let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes())
-        .map_err(|e| format!("send GET: {e}"))?;
-    let mut raw = Vec::with_capacity(expected.len() + 512);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut first: Option<Instant> = None;
-    loop {
-        let n = s
-            .read(&mut buf)
-            .map_err(|e| format!("read after {} bytes: {e}", raw.len()))?;
-        if n == 0 {
-            break;
-        }
-        first.get_or_insert_with(Instant::now);
-        raw.extend_from_slice(&buf[..n]);
-    }
-    let end = Instant::now();
-    let first = first.ok_or("stream closed before any response byte")?;
-    let head_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("no HTTP header end in {} bytes", raw.len()))?;
-    let status_line = String::from_utf8_lossy(
-        &raw[..raw[..head_end]
-            .iter()
-            .position(|b| *b == b'\r')
-            .unwrap_or(head_end)],
-    )
-    .into_owned();
-    if !status_line.starts_with("HTTP/1.0 200") && !status_line.starts_with("HTTP/1.1 200") {
-        return Err(format!("unexpected status line {status_line:?}"));
-    }
-    let body = &raw[head_end + 4..];
-    if body != expected {
-        return Err(format!(
-            "body differs: {} bytes received, {} expected",
-            body.len(),
-            expected.len()
-        ));
-    }
-    Ok(Fetch {
-        ttfb: first - t0,
-        transfer: end - first,
-        body: body.len(),
-    })
-}
 
 /// What one reachability wait measured.
 struct Reach {

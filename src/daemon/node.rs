@@ -125,17 +125,19 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
     let mut clients_read = std::time::Instant::now();
     let mut clients_error: Option<String> = None;
     loop {
+        // A watch whose sender is gone (no mesh: nobody pushes keys; self-check off) never
+        // wakes the loop again: `changed` pends instead of failing at once (a busy loop).
         tokio::select! {
             _ = tick.tick() => {}
-            _ = role.changed() => {}
-            _ = target_up.changed() => {}
-            _ = tor_ok.changed() => {}
-            _ = publisher_status.changed() => {}
-            _ = pushed_keys.changed() => {
+            _ = changed(&mut role) => {}
+            _ = changed(&mut target_up) => {}
+            _ = changed(&mut tor_ok) => {}
+            _ = changed(&mut publisher_status) => {}
+            _ = changed(&mut pushed_keys) => {
                 // Pushed keys were stored: re-read them and re-sync the keystore now.
                 synced_for.clear();
             }
-            _ = peer_ipts.changed() => {
+            _ = changed(&mut peer_ipts) => {
                 let peers = peer_sets(&peer_ipts.borrow_and_update());
                 peers_tx.send_replace(peers);
             }
@@ -305,6 +307,13 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
         snapshots.send_replace(snapshot.clone());
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), reactor_task).await;
+}
+
+/// Resolves when `rx` sees a new value; never, once its sender is gone.
+async fn changed<T>(rx: &mut watch::Receiver<T>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The peers' intro points as descriptor entries (an unusable one is logged and left out).

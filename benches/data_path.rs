@@ -1,0 +1,402 @@
+//! The data path, three ways in ONE run on the private Tor network, with the same C-tor client
+//! and the same target: through a RustBalance node; directly from the network's C-tor onion
+//! service; and from a plain Arti onion service with no RustBalance code
+//! (`examples/arti_plain_service.rs`: Arti's own publisher and reverse proxy, same Arti). The
+//! plain Arti service separates Arti's cost from ours.
+//!
+//! `cargo bench --bench data_path` (harness = false). It PRINTS figures and asserts nothing
+//! about time; bodies are checked byte for byte. Per service:
+//! - TTFB (GET /) and throughput (the 8 MiB file), fetches interleaved across the services;
+//! - service CPU seconds per MB over those transfers (utime + stime from /proc);
+//! - RSS idle, and peak RSS with 1 / 10 / 100 concurrent transfers and with 1000 idle streams;
+//! - errors.
+//!
+//! Environment: `RB_BENCH_FETCHES` (bulk fetches per service, default 4), plus the fixture's
+//! `RUSTBALANCE_TESTNET_DIR` / `_BIN` / `_KEEP`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead as _, Read as _, Write as _};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+use testnet::client::socks5_connect;
+use testnet::Description;
+
+/// One service under test.
+struct Service {
+    name: &'static str,
+    host: String,
+    port: u16,
+    pid: u32,
+}
+
+/// CPU seconds (user + system) the process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the state field.
+    let hz = 100.0; // USER_HZ on Linux
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// Resident set size in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Runs `work` while sampling `pid`'s RSS every 50 ms; returns the peak and `work`'s result.
+fn peak_rss_during<T>(pid: u32, work: impl FnOnce() -> T) -> (f64, T) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut peak: f64 = 0.0;
+            while !stop.load(Ordering::Relaxed) {
+                peak = peak.max(rss_mib(pid));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak.max(rss_mib(pid))
+        })
+    };
+    let r = work();
+    stop.store(true, Ordering::Relaxed);
+    (sampler.join().unwrap(), r)
+}
+
+/// `n` concurrent transfers of the large file, each on circuits of its own; each reads for at
+/// most `hold` then drops its stream. Returns (streams that got a 200 header, errors).
+fn concurrent_transfers(
+    net: &Description,
+    s: &Service,
+    n: usize,
+    hold: Duration,
+    tag: &str,
+) -> (usize, usize) {
+    let ok = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (ok, errors) = (Arc::clone(&ok), Arc::clone(&errors));
+            let (socks, host, port, path) = (
+                net.client.socks,
+                s.host.clone(),
+                s.port,
+                net.target.large_path.clone(),
+            );
+            let user = format!("{tag}-{i}");
+            std::thread::spawn(move || {
+                let t0 = Instant::now();
+                let r = (|| -> Result<(), String> {
+                    let mut c = socks5_connect(socks, &host, port, Some(&user), OP_TIMEOUT)
+                        .map_err(|e| e.to_string())?;
+                    c.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+                        .map_err(|e| e.to_string())?;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let n = c.read(&mut buf).map_err(|e| e.to_string())?;
+                    if !buf[..n].starts_with(b"HTTP/1.0 200")
+                        && !buf[..n].starts_with(b"HTTP/1.1 200")
+                    {
+                        return Err("no 200".into());
+                    }
+                    while t0.elapsed() < hold {
+                        if c.read(&mut buf).map_err(|e| e.to_string())? == 0 {
+                            break;
+                        }
+                    }
+                    Ok(())
+                })();
+                match r {
+                    Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                };
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    (ok.load(Ordering::Relaxed), errors.load(Ordering::Relaxed))
+}
+
+/// `n` streams opened on ONE circuit (one SOCKS username) and held idle (the request is not
+/// sent) for `hold`; returns (opened, errors) and the service's peak RSS meanwhile.
+fn idle_streams(
+    net: &Description,
+    s: &Service,
+    n: usize,
+    hold: Duration,
+    tag: &str,
+) -> (usize, usize, f64) {
+    let (peak, (opened, errors)) = peak_rss_during(s.pid, || {
+        let mut held = Vec::new();
+        let mut errors = 0;
+        for _ in 0..n {
+            match socks5_connect(net.client.socks, &s.host, s.port, Some(tag), OP_TIMEOUT) {
+                Ok(c) => held.push(c),
+                Err(_) => errors += 1,
+            }
+        }
+        std::thread::sleep(hold);
+        (held.len(), errors)
+    });
+    (opened, errors, peak)
+}
+
+fn plain_arti(net: &Description, dir: &std::path::Path) -> (Child, String) {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let bin = profile_dir.join("examples").join("arti_plain_service");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let profile = profile_dir.file_name().unwrap().to_str().unwrap();
+        let mut c = Command::new(cargo);
+        c.args(["build", "--example", "arti_plain_service"]);
+        if profile == "release" {
+            c.arg("--release");
+        }
+        assert!(
+            c.status().unwrap().success(),
+            "building the plain Arti service"
+        );
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let mut child = Command::new(&bin)
+        .args(["--arti-config", net.arti_config.to_str().unwrap()])
+        .args(["--dir", dir.to_str().unwrap()])
+        .args(["--target", &net.target.http.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .strip_prefix("address: ")
+        .expect("the plain Arti service prints its address")
+        .trim()
+        .to_string();
+    (child, address)
+}
+
+fn reachable(net: &Description, s: &Service, index: &[u8]) {
+    let t0 = Instant::now();
+    let mut i = 0;
+    loop {
+        i += 1;
+        match timed_get(
+            net,
+            &s.host,
+            s.port,
+            "/",
+            &format!("dp-reach-{}-{i}", s.name),
+            index,
+        ) {
+            Ok(_) => return,
+            Err(e) if t0.elapsed() < Duration::from_secs(180) => {
+                let _ = e;
+                newnym(net);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("{} not reachable: {e}", s.name),
+        }
+    }
+}
+
+fn main() {
+    let fetches = env_usize("RB_BENCH_FETCHES", 4);
+    locate_testnet_bin();
+    let net = testnet::fixture::shared().unwrap_or_else(|e| panic!("private Tor network: {e}"));
+    let large = net.large_body();
+    let index = net.index_body();
+    let mb = large.len() as f64 / 1e6;
+    let pid = std::process::id();
+    let dir = scratch("data-path");
+
+    let mut node = Node::init("dp-node", &net.target.http.to_string(), net);
+    node.start();
+    let node_pid = node.child.as_ref().unwrap().id();
+    let (mut plain_child, plain_addr) = plain_arti(net, &dir.join("plain"));
+    let hs_pid = net
+        .processes
+        .iter()
+        .find(|p| p.name == "hs")
+        .map(|p| p.pid)
+        .expect("the network's C-tor onion service process");
+    let services = [
+        Service {
+            name: "node",
+            host: node.address.clone(),
+            port: 80,
+            pid: node_pid,
+        },
+        Service {
+            name: "c-tor",
+            host: net.onion_address().unwrap().to_string(),
+            port: net.target.onion_port,
+            pid: hs_pid,
+        },
+        Service {
+            name: "arti",
+            host: plain_addr,
+            port: 80,
+            pid: plain_child.id(),
+        },
+    ];
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("== data path: RustBalance node vs C-tor onion service vs plain Arti service ==");
+    println!(
+        "conditions: {cores} cores; {}; one C-tor client; target {}; {} B file; {fetches} bulk \
+         fetches per service, interleaved; rustbalance = {BIN} ({})",
+        net.tor_version.trim_end_matches('.'),
+        net.target.http,
+        large.len(),
+        if cfg!(debug_assertions) {
+            "debug build"
+        } else {
+            "release build"
+        }
+    );
+    for s in &services {
+        reachable(net, s, &index);
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let idle: Vec<f64> = services.iter().map(|s| rss_mib(s.pid)).collect();
+
+    // TTFB and throughput, interleaved; CPU over the bulk transfers only.
+    let mut ttfb = vec![Vec::new(); 3];
+    let mut mbps = vec![Vec::new(); 3];
+    let mut cpu = [0.0f64; 3];
+    let mut errors = [0usize; 3];
+    for i in 1..=fetches {
+        for (k, s) in services.iter().enumerate() {
+            match timed_get(
+                net,
+                &s.host,
+                s.port,
+                "/",
+                &format!("dp-{pid}-t-{}-{i}", s.name),
+                &index,
+            ) {
+                Ok(f) => ttfb[k].push(f.ttfb.as_secs_f64() * 1e3),
+                Err(e) => {
+                    errors[k] += 1;
+                    println!("  {} GET / #{i}: {e}", s.name);
+                }
+            }
+            let c0 = cpu_seconds(s.pid);
+            match timed_get(
+                net,
+                &s.host,
+                s.port,
+                &net.target.large_path,
+                &format!("dp-{pid}-b-{}-{i}", s.name),
+                &large,
+            ) {
+                Ok(f) => {
+                    cpu[k] += cpu_seconds(s.pid) - c0;
+                    let rate = f.body as f64 / f.transfer.as_secs_f64() / 1e6;
+                    println!(
+                        "  bulk {:5} #{i}: {rate:5.2} MB/s (ttfb {:.0} ms)",
+                        s.name,
+                        f.ttfb.as_secs_f64() * 1e3
+                    );
+                    mbps[k].push(rate);
+                }
+                Err(e) => {
+                    errors[k] += 1;
+                    println!("  {} GET large #{i}: {e}", s.name);
+                }
+            }
+        }
+    }
+    // Memory under concurrency.
+    let mut conc = vec![Vec::new(); 3];
+    for n in [1usize, 10, 100] {
+        for (k, s) in services.iter().enumerate() {
+            let (peak, (ok, err)) = peak_rss_during(s.pid, || {
+                concurrent_transfers(
+                    net,
+                    s,
+                    n,
+                    Duration::from_secs(8),
+                    &format!("dp-{pid}-c{n}-{}", s.name),
+                )
+            });
+            errors[k] += err;
+            conc[k].push((n, peak, ok, err));
+        }
+    }
+    let mut idle1000 = Vec::new();
+    for (k, s) in services.iter().enumerate() {
+        let (opened, err, peak) = idle_streams(
+            net,
+            s,
+            1000,
+            Duration::from_secs(5),
+            &format!("dp-{pid}-idle-{}", s.name),
+        );
+        errors[k] += err;
+        idle1000.push((opened, err, peak));
+    }
+
+    println!();
+    println!("service   ttfb ms (median)   MB/s (median)   CPU s/MB   RSS idle MiB   peak RSS MiB at 1/10/100 transfers (ok/err)   1000 idle streams: opened/err, peak MiB   errors");
+    for (k, s) in services.iter().enumerate() {
+        let per_mb = cpu[k] / (mb * mbps[k].len().max(1) as f64);
+        let c: Vec<String> = conc[k]
+            .iter()
+            .map(|(n, p, ok, err)| format!("{n}:{p:.0} ({ok}/{err})"))
+            .collect();
+        let (o, e, p) = idle1000[k];
+        println!(
+            "{:8} {:>10.1}        {:>8.2}        {:>7.4}     {:>8.1}       {:44}   {o}/{e}, {p:.1}   {}",
+            s.name,
+            median(&ttfb[k]),
+            median(&mbps[k]),
+            per_mb,
+            idle[k],
+            c.join("  "),
+            errors[k]
+        );
+    }
+    let ratio = |k: usize, j: usize, v: &dyn Fn(usize) -> f64| v(k) / v(j);
+    let tput = |k: usize| median(&mbps[k]);
+    let cpumb = |k: usize| cpu[k] / (mb * mbps[k].len().max(1) as f64);
+    let rss = |k: usize| idle[k];
+    println!();
+    println!(
+        "ratios vs C tor: throughput node {:.2}x, arti {:.2}x; CPU/MB node {:.2}x, arti {:.2}x; RSS idle node {:.2}x, arti {:.2}x",
+        ratio(0, 1, &tput),
+        ratio(2, 1, &tput),
+        ratio(0, 1, &cpumb),
+        ratio(2, 1, &cpumb),
+        ratio(0, 1, &rss),
+        ratio(2, 1, &rss)
+    );
+    println!(
+        "node vs plain Arti: throughput {:.2}x, CPU/MB {:.2}x, RSS idle {:.2}x; per idle stream (node): {:.1} KiB",
+        ratio(0, 2, &tput),
+        ratio(0, 2, &cpumb),
+        ratio(0, 2, &rss),
+        (idle1000[0].2 - idle[0]).max(0.0) * 1024.0 / idle1000[0].0.max(1) as f64
+    );
+    println!("done (figures only; no timing is asserted)");
+    let _ = plain_child.kill();
+    let _ = plain_child.wait();
+    let _ = node.stop();
+}
