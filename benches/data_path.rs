@@ -120,7 +120,12 @@ fn concurrent_transfers(
                 })();
                 match r {
                     Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                            println!("  error ({user}): {e}");
+                        }
+                        0
+                    }
                 };
             })
         })
