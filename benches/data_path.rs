@@ -1,7 +1,7 @@
 //! The data path, three ways in ONE run on the private Tor network, with the same C-tor client
 //! and the same target: through a RustBalance node; directly from the network's C-tor onion
 //! service; and from a plain Arti onion service with no RustBalance code
-//! (`examples/arti_plain_service.rs`: Arti's own publisher and reverse proxy, same Arti). The
+//! (`testing/arti-plain-service/main.rs`: Arti's own publisher and reverse proxy, same Arti). The
 //! plain Arti service separates Arti's cost from ours.
 //!
 //! `cargo bench --bench data_path` (harness = false). It PRINTS figures and asserts nothing
@@ -170,7 +170,9 @@ fn plain_arti(net: &Description, dir: &std::path::Path) -> (Child, String) {
         let mut c = Command::new(cargo);
         c.args(["build", "--example", "arti_plain_service"]);
         if profile == "release" {
-            c.arg("--release");
+            // `cargo bench` builds with the bench profile (into target/release): the same
+            // artifacts, no second build of everything.
+            c.args(["--profile", "bench"]);
         }
         assert!(
             c.status().unwrap().success(),

@@ -1,5 +1,5 @@
 //! Descriptor conformance on the private Tor network: a plain Arti onion service (Arti's own
-//! publisher, `examples/arti_plain_service.rs`) and a RustBalance node, both in restricted
+//! publisher, `testing/arti-plain-service/main.rs`) and a RustBalance node, both in restricted
 //! discovery for the same client, publish; the descriptors the HSDirs serve are compared field
 //! by field. Everything Arti's publisher declares for such a service (outer-layer fields,
 //! lifetime, flow control, protocols, PoW, intro-point authentication, single-onion, the

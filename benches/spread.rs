@@ -1,0 +1,146 @@
+//! Load spread across a 3-node cluster on the private Tor network: many fresh clients (each an
+//! isolated in-process Arti client: its own descriptor fetch and its own choice of intro
+//! point), and how the rendezvous requests split over the nodes, next to how many intro points
+//! each node has in the merged descriptor.
+//!
+//! `cargo bench --bench spread` (harness = false). PRINTS the shares and asserts nothing about
+//! them. `RB_BENCH_CLIENTS` (fresh clients, default 300), `RB_BENCH_PARALLEL` (at once, 6).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+use support::*;
+
+fn rendezvous(n: &ClusterNode) -> u64 {
+    n.node
+        .status()
+        .and_then(|s| s["proxy"]["rendezvous"].as_u64())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let clients = env_usize("RB_BENCH_CLIENTS", 300);
+    let parallel = env_usize("RB_BENCH_PARALLEL", 6);
+    locate_testnet_bin();
+    let net = testnet::fixture::shared().unwrap_or_else(|e| panic!("private Tor network: {e}"));
+    let dir = scratch("spread");
+    let token = new_token(&dir, "cluster.token");
+    let hsdirs = HsDirs::new(net, &dir);
+    let mut nodes = trio("sp", net, &token);
+    for n in nodes.iter_mut() {
+        n.node.start();
+    }
+    let address = nodes[0].node.address.clone();
+    wait_for(
+        Duration::from_secs(180),
+        "every node in the served descriptor",
+        || {
+            let own: Vec<_> = nodes.iter().map(own_auth_keys).collect();
+            let d = hsdirs.descriptor(&address)?;
+            serves_every_node(&d, &own).then_some(())
+        },
+    );
+    let publisher = nodes
+        .iter()
+        .find_map(|n| {
+            let s = n.node.status()?;
+            (s["role"] == "publisher").then_some(s)
+        })
+        .expect("a publisher");
+    let listed: BTreeMap<String, u64> = publisher["merged"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["node_id"].as_str().unwrap_or("?").to_string(),
+                m["listed"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let before: Vec<u64> = nodes.iter().map(rendezvous).collect();
+
+    // Fresh clients: isolated Arti clients (own HS descriptor cache and circuits each).
+    rustbalance::install_crypto_provider();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let base = {
+        use arti_client::config::{CfgPath, TorClientConfigBuilder};
+        let text = std::fs::read_to_string(&net.arti_config).unwrap();
+        let mut b: TorClientConfigBuilder = toml::from_str(&text).unwrap();
+        b.storage()
+            .state_dir(CfgPath::new_literal(dir.join("clients-state")))
+            .cache_dir(CfgPath::new_literal(dir.join("clients-cache")));
+        let config = b.build().unwrap();
+        rt.block_on(arti_client::TorClient::create_bootstrapped(config))
+            .expect("client bootstrap")
+    };
+    let t0 = Instant::now();
+    let (ok, failed) = rt.block_on(async {
+        let slots = Arc::new(tokio::sync::Semaphore::new(parallel));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..clients {
+            let permit = Arc::clone(&slots).acquire_owned().await.unwrap();
+            let client = base.isolated_client();
+            let address = address.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                let attempt = async {
+                    let mut s = client.connect((address.as_str(), 80)).await?;
+                    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await?;
+                    s.flush().await?;
+                    let mut body = Vec::new();
+                    s.read_to_end(&mut body).await?;
+                    Ok::<bool, Box<dyn std::error::Error + Send + Sync>>(
+                        body.starts_with(b"HTTP/1.0 200") || body.starts_with(b"HTTP/1.1 200"),
+                    )
+                };
+                matches!(
+                    tokio::time::timeout(Duration::from_secs(60), attempt).await,
+                    Ok(Ok(true))
+                )
+            });
+        }
+        let (mut ok, mut failed) = (0u64, 0u64);
+        while let Some(r) = tasks.join_next().await {
+            if matches!(r, Ok(true)) {
+                ok += 1;
+            } else {
+                failed += 1;
+            }
+        }
+        (ok, failed)
+    });
+    let elapsed = t0.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let after: Vec<u64> = nodes.iter().map(rendezvous).collect();
+    let deltas: Vec<u64> = before.iter().zip(&after).map(|(b, a)| a - b).collect();
+    let total: u64 = deltas.iter().sum();
+    let listed_total: u64 = listed.values().sum();
+    println!("== load spread: 3 nodes, {clients} fresh clients ({parallel} at once) ==");
+    println!(
+        "fetches: {ok} ok, {failed} failed in {:.1} s; rendezvous requests counted on the nodes: {total}",
+        elapsed.as_secs_f64()
+    );
+    println!("node      rendezvous   share    listed intro points   share by listed   deviation from 1/3");
+    for (n, d) in nodes.iter().zip(&deltas) {
+        let id = n.node.name.clone();
+        let share = *d as f64 / total.max(1) as f64;
+        let l = listed.get(&id).copied().unwrap_or(0);
+        let by_listed = l as f64 / listed_total.max(1) as f64;
+        println!(
+            "{id:8} {d:>10}   {:>5.1} %   {l:>10}            {:>6.1} %          {:>+6.1} %",
+            share * 100.0,
+            by_listed * 100.0,
+            (share * 3.0 - 1.0) * 100.0
+        );
+    }
+    println!("done (figures only; nothing about the spread is asserted)");
+    for n in nodes.iter_mut() {
+        let _ = n.node.stop();
+    }
+}
