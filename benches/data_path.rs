@@ -17,8 +17,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::io::{BufRead as _, Read as _, Write as _};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read as _, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -160,46 +159,6 @@ fn idle_streams(
     (opened, errors, peak)
 }
 
-fn plain_arti(net: &Description, dir: &std::path::Path) -> (Child, String) {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let bin = profile_dir.join("examples").join("arti_plain_service");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let profile = profile_dir.file_name().unwrap().to_str().unwrap();
-        let mut c = Command::new(cargo);
-        c.args(["build", "--example", "arti_plain_service"]);
-        if profile == "release" {
-            // `cargo bench` builds with the bench profile (into target/release): the same
-            // artifacts, no second build of everything.
-            c.args(["--profile", "bench"]);
-        }
-        assert!(
-            c.status().unwrap().success(),
-            "building the plain Arti service"
-        );
-    }
-    std::fs::create_dir_all(dir).unwrap();
-    let mut child = Command::new(&bin)
-        .args(["--arti-config", net.arti_config.to_str().unwrap()])
-        .args(["--dir", dir.to_str().unwrap()])
-        .args(["--target", &net.target.http.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line
-        .strip_prefix("address: ")
-        .expect("the plain Arti service prints its address")
-        .trim()
-        .to_string();
-    (child, address)
-}
-
 fn reachable(net: &Description, s: &Service, index: &[u8]) {
     let t0 = Instant::now();
     let mut i = 0;
@@ -237,7 +196,7 @@ fn main() {
     let mut node = Node::init("dp-node", &net.target.http.to_string(), net);
     node.start();
     let node_pid = node.child.as_ref().unwrap().id();
-    let (mut plain_child, plain_addr) = plain_arti(net, &dir.join("plain"));
+    let plain = PlainArti::start(net, &dir.join("plain"), &[]);
     let hs_pid = net
         .processes
         .iter()
@@ -259,9 +218,9 @@ fn main() {
         },
         Service {
             name: "arti",
-            host: plain_addr,
+            host: plain.address.clone(),
             port: 80,
-            pid: plain_child.id(),
+            pid: plain.child.id(),
         },
     ];
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -403,7 +362,6 @@ fn main() {
         (idle1000[0].2 - idle[0]).max(0.0) * 1024.0 / idle1000[0].0.max(1) as f64
     );
     println!("done (figures only; no timing is asserted)");
-    let _ = plain_child.kill();
-    let _ = plain_child.wait();
+    drop(plain);
     let _ = node.stop();
 }

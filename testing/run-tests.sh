@@ -30,6 +30,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== fuzz targets compile (cargo check; running them is manual: fuzz/README.md)"
+cargo check --manifest-path fuzz/Cargo.toml --bins --locked
 echo "== cargo build"
 cargo build --workspace --lib --bins --tests --examples
 

@@ -9,8 +9,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::BufRead as _;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::*;
@@ -30,54 +28,6 @@ fn keypair(seed: u8) -> (String, HsClientDescEncKeypair) {
             HsClientDescEncSecretKey::from(secret),
         ),
     )
-}
-
-/// The plain Arti service, built by `cargo test` with the examples.
-fn plain_service_bin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps → <profile>
-    let bin = dir.join("examples").join("arti_plain_service");
-    assert!(
-        bin.exists(),
-        "{} missing: build it with `cargo build --examples`",
-        bin.display()
-    );
-    bin
-}
-
-struct Plain {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Plain {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_plain(net: &testnet::Description, dir: &std::path::Path, auth: &str) -> Plain {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut child = Command::new(plain_service_bin())
-        .args(["--arti-config", net.arti_config.to_str().unwrap()])
-        .args(["--dir", dir.to_str().unwrap()])
-        .args(["--target", &net.target.http.to_string()])
-        .args(["--auth-client", auth])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line
-        .strip_prefix("address: ")
-        .expect("the plain service prints its address")
-        .trim()
-        .to_string();
-    Plain { child, address }
 }
 
 /// The outer (plaintext) layer's keywords in order, and its `descriptor-lifetime`.
@@ -131,7 +81,7 @@ fn our_descriptor_declares_every_field_arti_own_publisher_declares() {
     let (alice_line, alice) = keypair(11);
     let (_, bob) = keypair(12);
 
-    let plain = start_plain(net, &dir.join("plain"), &alice_line);
+    let plain = PlainArti::start(net, &dir.join("plain"), std::slice::from_ref(&alice_line));
     let mut node = Node::init("conf", &net.target.http.to_string(), net);
     let text = std::fs::read_to_string(&node.config).unwrap().replacen(
         "[master]\n",

@@ -7,7 +7,7 @@
 //!
 //! Input layout for step 2: if the input has more than one byte and its first byte has the
 //! top bit set (0x80..=0xff), the rest is framed in a valid envelope header (magic, version,
-//! kind = SWIM, state or intro points by the low two bits (0, 1, 2/3), timestamp = the fixed `NOW`), so that foca's
+//! kind = SWIM, state, intro points or cluster message by the low two bits (0, 1, 2, 3), timestamp = the fixed `NOW`), so that foca's
 //! decoder and the state decoder are reached without the fuzzer having to find the header and a
 //! timestamp within the skew bound. Otherwise the input is the datagram as is (a valid envelope
 //! starts with 'R' = 0x52, so it takes this path).
@@ -35,10 +35,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use rustbalance::election::{Lease, WallTime};
+use rustbalance::election::{Lease, Role, WallTime};
 use rustbalance::membership::wire::{self, Kind, StateMsg, HEADER_LEN, MAGIC, VERSION};
 use rustbalance::membership::{
-    Action, AdvertisedRole, Health, IptSummary, MemberId, Membership, MembershipConfig, NodeState,
+    Action, Health, IptSummary, KeyCoverage, MemberId, Membership, MembershipConfig, NodeState,
 };
 use rustbalance::mesh::{MeshKeys, MeshPublicKey};
 
@@ -86,9 +86,10 @@ fn standby() -> NodeState {
     NodeState {
         priority: 1,
         health: Health::Healthy,
-        role: AdvertisedRole::Standby,
+        role: Role::Standby,
         lease: None,
         intro_points: IptSummary::default(),
+        keys: KeyCoverage::default(),
     }
 }
 
@@ -198,7 +199,7 @@ fn warm_up() -> (Harness, Vec<Vec<u8>>) {
         NodeState {
             priority: 2,
             health: Health::Healthy,
-            role: AdvertisedRole::Publisher,
+            role: Role::Publisher,
             lease: Some(Lease {
                 holder: "peer".into(),
                 until: WallTime::from_millis(NOW.as_millis() + 6_000),
@@ -208,6 +209,10 @@ fn warm_up() -> (Harness, Vec<Vec<u8>>) {
             intro_points: IptSummary {
                 generation: 4,
                 count: 3,
+            },
+            keys: KeyCoverage {
+                holder: false,
+                until_period: 7,
             },
         },
     );
@@ -259,6 +264,7 @@ fn write_seeds(dir: &str, sent: &[Vec<u8>]) {
             Kind::Swim => ("swim", 0x80u8),
             Kind::State => ("state", 0x81u8),
             Kind::Ipts => ("ipts", 0x82u8),
+            Kind::Cluster => ("cluster", 0x83u8),
         };
         let mut framed = vec![mode];
         framed.extend_from_slice(env.body);
@@ -333,7 +339,8 @@ fuzz_target!(|data: &[u8]| {
             let kind = match mode & 3 {
                 0 => 1,
                 1 => 2,
-                _ => 3,
+                2 => 3,
+                _ => 4,
             };
             let mut buf = Vec::with_capacity(HEADER_LEN + rest.len());
             buf.extend_from_slice(&MAGIC);

@@ -333,6 +333,45 @@ mod tests {
     }
 
     /// One intro point with made-up (well-formed) relay details.
+    /// A master identity from `seed`, this period, its blinded keys and subcredential.
+    fn master(
+        seed: u8,
+    ) -> (
+        HsIdKey,
+        TimePeriod,
+        HsBlindIdKey,
+        HsBlindIdKeypair,
+        tor_hscrypto::Subcredential,
+        SystemTime,
+    ) {
+        let kp = ed25519::Keypair::from_bytes(&[seed; 32]);
+        let id = HsIdKeypair::from(ed25519::ExpandedKeypair::from(&kp));
+        let now = SystemTime::now();
+        let tp =
+            TimePeriod::new(Duration::from_secs(86400), now, Duration::from_secs(43200)).unwrap();
+        let (blind_pk, blind, subcred) = id.compute_blinded_key(tp).unwrap();
+        (HsIdKey::from(&id), tp, blind_pk, blind, subcred, now)
+    }
+
+    /// A spec for `master`'s period with `ipts` and `caps`, revision at offset 100 s.
+    fn spec<'a>(
+        hsid: &'a HsIdKey,
+        tp: TimePeriod,
+        blind: &'a HsBlindIdKeypair,
+        ipts: &'a [IntroPointDesc],
+        caps: &'a Capabilities,
+    ) -> Spec<'a> {
+        Spec {
+            master: hsid,
+            blind,
+            period: tp,
+            revision: revision_at_offset(blind, Duration::from_secs(100)),
+            intro_points: ipts,
+            caps,
+            lifetime: Duration::from_secs(3 * 3600),
+        }
+    }
+
     fn intro_point() -> IntroPointDesc {
         ipt_from_wire(&merge::test_ipt_wire(9)).unwrap()
     }
@@ -358,23 +397,9 @@ mod tests {
         assert_eq!(Capabilities::declared(&params).flow_control.unwrap().1, 40);
 
         // Built and parsed back as a client parses it: both lines are there.
-        let kp = ed25519::Keypair::from_bytes(&[5; 32]);
-        let id = HsIdKeypair::from(ed25519::ExpandedKeypair::from(&kp));
-        let hsid = HsIdKey::from(&id);
-        let now = SystemTime::now();
-        let tp =
-            TimePeriod::new(Duration::from_secs(86400), now, Duration::from_secs(43200)).unwrap();
-        let (blind_pk, blind, subcred) = id.compute_blinded_key(tp).unwrap();
+        let (hsid, tp, blind_pk, blind, subcred, now) = master(5);
         let ipts = [intro_point()];
-        let spec = Spec {
-            master: &hsid,
-            blind: &blind,
-            period: tp,
-            revision: revision_at_offset(&blind, Duration::from_secs(100)),
-            intro_points: &ipts,
-            caps: &caps,
-            lifetime: Duration::from_secs(3 * 3600),
-        };
+        let spec = spec(&hsid, tp, &blind, &ipts, &caps);
         let built = build(&spec, now, &mut rand::rng()).unwrap();
         assert!(built.text.len() <= MAX_DESCRIPTOR_BYTES);
         let desc = HsDesc::parse_decrypt_validate(&built.text, &blind_pk.id(), &subcred, None)
@@ -409,13 +434,7 @@ mod tests {
             HsClientDescEncKey, HsClientDescEncKeypair, HsClientDescEncSecretKey,
         };
         use tor_netdoc::doc::hsdesc::HsDesc;
-        let kp = ed25519::Keypair::from_bytes(&[6; 32]);
-        let id = HsIdKeypair::from(ed25519::ExpandedKeypair::from(&kp));
-        let hsid = HsIdKey::from(&id);
-        let now = SystemTime::now();
-        let tp =
-            TimePeriod::new(Duration::from_secs(86400), now, Duration::from_secs(43200)).unwrap();
-        let (blind_pk, blind, subcred) = id.compute_blinded_key(tp).unwrap();
+        let (hsid, tp, blind_pk, blind, subcred, now) = master(6);
         let client = |seed: u8| {
             let secret = curve25519::StaticSecret::from([seed; 32]);
             let public = curve25519::PublicKey::from(&secret);
@@ -428,15 +447,7 @@ mod tests {
         let mut caps = Capabilities::declared(&NetParameters::default());
         caps.auth_clients = Some(vec![*alice.public().as_ref()]);
         let ipts = [intro_point()];
-        let spec = Spec {
-            master: &hsid,
-            blind: &blind,
-            period: tp,
-            revision: revision_at_offset(&blind, Duration::from_secs(100)),
-            intro_points: &ipts,
-            caps: &caps,
-            lifetime: Duration::from_secs(3 * 3600),
-        };
+        let spec = spec(&hsid, tp, &blind, &ipts, &caps);
         let text = build(&spec, now, &mut rand::rng()).unwrap().text;
         let open = |kp: Option<&HsClientDescEncKeypair>| {
             HsDesc::parse_decrypt_validate(&text, &blind_pk.id(), &subcred, kp)

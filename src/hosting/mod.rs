@@ -57,6 +57,28 @@ pub async fn bootstrap_reporting<R: tor_rtcompat::Runtime>(
     r
 }
 
+/// The client's current network directory and onion-service circuit pool (what the publisher's
+/// uploads and the Tor self-check need), or why not, in words.
+pub fn netdir_and_pool<R: tor_rtcompat::Runtime>(
+    client: &arti_client::TorClient<R>,
+) -> Result<
+    (
+        std::sync::Arc<tor_netdir::NetDir>,
+        std::sync::Arc<tor_circmgr::hspool::HsCircPool<R>>,
+    ),
+    String,
+> {
+    let netdir = client
+        .dirmgr()
+        .map_err(|e| format!("directory manager: {e}"))?
+        .timely_netdir()
+        .map_err(|e| format!("no usable consensus: {e}"))?;
+    let pool = client
+        .hs_circ_pool()
+        .map_err(|e| format!("circuit pool: {e}"))?;
+    Ok((netdir, pool))
+}
+
 /// The nickname under which every node hosts the master service in its Arti state.
 pub const NICKNAME: &str = "rustbalance";
 

@@ -146,14 +146,7 @@ impl<R: Runtime> ArtiUploader<R> {
         let timeout = self.timeout;
         Box::pin(async move {
             let _slot = slots.acquire_owned().await.map_err(|e| e.to_string())?;
-            let netdir = client
-                .dirmgr()
-                .map_err(|e| format!("directory manager: {e}"))?
-                .timely_netdir()
-                .map_err(|e| format!("no usable consensus: {e}"))?;
-            let pool = client
-                .hs_circ_pool()
-                .map_err(|e| format!("circuit pool: {e}"))?;
+            let (netdir, pool) = crate::hosting::netdir_and_pool(&client)?;
             let id = RsaIdentity::from_hex(hsdir.trim_start_matches('$'))
                 .ok_or_else(|| format!("not an RSA identity: {hsdir}"))?;
             let relay = netdir

@@ -52,14 +52,7 @@ impl<R: Runtime> TorSide for ArtiTor<R> {
         let relays = self.intro_relays.borrow().clone();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         Box::pin(async move {
-            let netdir = client
-                .dirmgr()
-                .map_err(|e| format!("directory manager: {e}"))?
-                .timely_netdir()
-                .map_err(|e| format!("no usable consensus: {e}"))?;
-            let pool = client
-                .hs_circ_pool()
-                .map_err(|e| format!("circuit pool: {e}"))?;
+            let (netdir, pool) = crate::hosting::netdir_and_pool(&client)?;
             let own = (!relays.is_empty())
                 .then(|| netdir.by_ids(&relays[turn % relays.len()]))
                 .flatten();

@@ -213,11 +213,7 @@ impl Node {
     /// Starts the daemon with extra environment variables.
     pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         self.starts += 1;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("daemon.log"))
-            .unwrap();
+        let log = self.open_log();
         let child = Command::new(BIN)
             .args(["run", "-c", self.config.to_str().unwrap()])
             // RB_TEST_LOG (a RUST_LOG filter) turns up a node's logging when debugging a test.
@@ -233,15 +229,20 @@ impl Node {
         self.child = Some(child);
     }
 
+    /// The daemon's log file, opened for appending.
+    fn open_log(&self) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .unwrap()
+    }
+
     /// Starts the daemon inside the cgroup `cg` from its first instruction (so every socket it
     /// opens belongs to it, which is what [`TorCut`] matches).
     pub fn start_in(&mut self, cg: &Cgroup) {
         self.starts += 1;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("daemon.log"))
-            .unwrap();
+        let log = self.open_log();
         let procs = cg.path.join("cgroup.procs");
         let child = Command::new("sh")
             .args([
@@ -1231,4 +1232,67 @@ pub fn timed_get(
         transfer: end - first,
         body: body.len(),
     })
+}
+
+/// The plain Arti onion service (`testing/arti-plain-service/main.rs`, the cargo example
+/// `arti_plain_service`: Arti's own publisher and reverse proxy, no RustBalance code), serving
+/// the network's HTTP target on port 80; killed on drop.
+pub struct PlainArti {
+    pub child: Child,
+    pub address: String,
+}
+
+impl PlainArti {
+    /// Starts it with its state under `dir`, in restricted discovery for `auth` (C tor
+    /// `descriptor:x25519:` keys) if any. The example is built first if this profile lacks it
+    /// (`cargo test` builds it; `cargo bench` may not).
+    pub fn start(net: &Description, dir: &Path, auth: &[String]) -> PlainArti {
+        use std::io::BufRead as _;
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps
+        let bin = profile_dir.join("examples").join("arti_plain_service");
+        if !bin.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut c = Command::new(cargo);
+            c.args(["build", "--example", "arti_plain_service"]);
+            if profile_dir.file_name().is_some_and(|p| p == "release") {
+                // `cargo bench` builds with the bench profile into target/release.
+                c.args(["--profile", "bench"]);
+            }
+            assert!(
+                c.status().unwrap().success(),
+                "building the plain Arti service"
+            );
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--arti-config", net.arti_config.to_str().unwrap()])
+            .args(["--dir", dir.to_str().unwrap()])
+            .args(["--target", &net.target.http.to_string()]);
+        for a in auth {
+            cmd.args(["--auth-client", a]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .strip_prefix("address: ")
+            .expect("the plain Arti service prints its address")
+            .trim()
+            .to_string();
+        PlainArti { child, address }
+    }
+}
+
+impl Drop for PlainArti {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
