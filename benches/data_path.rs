@@ -150,7 +150,12 @@ fn idle_streams(
         for _ in 0..n {
             match socks5_connect(net.client.socks, &s.host, s.port, Some(tag), OP_TIMEOUT) {
                 Ok(c) => held.push(c),
-                Err(_) => errors += 1,
+                Err(e) => {
+                    if errors == 0 {
+                        println!("  first idle-stream error ({}): {e}", s.name);
+                    }
+                    errors += 1;
+                }
             }
         }
         std::thread::sleep(hold);
