@@ -23,6 +23,7 @@ pub mod keys;
 pub mod membership;
 pub mod mesh;
 pub mod notify;
+pub mod pow;
 pub mod proxy;
 pub mod publisher;
 pub mod repair;

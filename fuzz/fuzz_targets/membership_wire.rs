@@ -90,6 +90,7 @@ fn standby() -> NodeState {
         lease: None,
         intro_points: IptSummary::default(),
         keys: KeyCoverage::default(),
+        pow_effort: 0,
     }
 }
 
@@ -214,6 +215,7 @@ fn warm_up() -> (Harness, Vec<Vec<u8>>) {
                 holder: false,
                 until_period: 7,
             },
+            pow_effort: 40,
         },
     );
     sent.extend(route(&mut nodes, &mut timers));

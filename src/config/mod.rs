@@ -78,6 +78,27 @@ pub struct Config {
     pub join: JoinConfig,
     /// `[repair]`: the self-check of this node's Tor side and its repair.
     pub repair: RepairConfig,
+    /// `[pow]`: proof of work against introduction floods, with one seed across the cluster.
+    pub pow: PowConfig,
+}
+
+/// `[pow]`: proof of work (proposal 327). When enabled, every node's service verifies PoW
+/// solutions and serves introduction requests by effort; every node verifies the same seeds
+/// (derived from the cluster token, the time period and the epoch `unix time / seed_rotation`),
+/// and the descriptor advertises the current epoch's seed with the highest suggested effort of
+/// the healthy nodes, kept within `[min_effort, max_effort]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PowConfig {
+    /// Verify solutions and advertise `pow-params`.
+    pub enabled: bool,
+    /// How many introduction requests wait at most (the lowest effort is dropped first).
+    pub queue_depth: usize,
+    /// How often the seed changes.
+    pub seed_rotation: Duration,
+    /// The least suggested effort advertised (0: clients solve only under load).
+    pub min_effort: u32,
+    /// The most suggested effort advertised.
+    pub max_effort: u32,
 }
 
 /// `[repair]`: every `probe_interval` the node builds a circuit to one of its own intro-point

@@ -25,6 +25,8 @@ pub(super) struct RawConfig {
     join: RawJoin,
     #[serde(default)]
     repair: RawRepair,
+    #[serde(default)]
+    pow: RawPow,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +97,58 @@ impl RawRepair {
             recover_after: self.recover_after,
             backoff_min,
             backoff_max,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPow {
+    enabled: bool,
+    queue_depth: usize,
+    seed_rotation: String,
+    min_effort: u32,
+    max_effort: u32,
+}
+
+impl Default for RawPow {
+    fn default() -> Self {
+        RawPow {
+            enabled: false,
+            queue_depth: 8192,
+            seed_rotation: "2h".into(),
+            min_effort: 0,
+            max_effort: 10_000,
+        }
+    }
+}
+
+impl RawPow {
+    fn validate(self) -> Result<PowConfig, ConfigError> {
+        if !(1..=1_000_000).contains(&self.queue_depth) {
+            return Err(invalid(
+                "pow.queue_depth",
+                self.queue_depth,
+                "must be from 1 to 1000000 (each queued request holds about 4 KiB)",
+            ));
+        }
+        let seed_rotation = duration("pow.seed_rotation", &self.seed_rotation, MINUTE, 24 * HOUR)?;
+        if self.max_effort == 0 {
+            return Err(invalid("pow.max_effort", 0, "must be at least 1"));
+        }
+        if self.min_effort > self.max_effort {
+            return Err(invalid(
+                "pow.min_effort",
+                self.min_effort,
+                format!("must not exceed pow.max_effort ({})", self.max_effort),
+            ));
+        }
+        Ok(PowConfig {
+            enabled: self.enabled,
+            queue_depth: self.queue_depth,
+            seed_rotation,
+            min_effort: self.min_effort,
+            max_effort: self.max_effort,
         })
     }
 }
@@ -338,6 +392,7 @@ impl RawConfig {
             mesh: self.mesh.map(|m| m.validate(base)).transpose()?,
             join: self.join.validate()?,
             repair: self.repair.validate()?,
+            pow: self.pow.validate()?,
         })
     }
 }

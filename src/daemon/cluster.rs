@@ -100,6 +100,7 @@ impl Cluster {
             ipt_generation: 0,
             ipts: Vec::new(),
             keys: Default::default(),
+            pow_effort: 0,
         };
         let handle = membership::service::start(service, initial, shutdown)
             .await
@@ -130,6 +131,13 @@ impl Cluster {
     pub fn set_health(&self, health: Health) {
         if let Some(tx) = &self.inputs {
             tx.send_if_modified(|i| std::mem::replace(&mut i.health, health) != health);
+        }
+    }
+
+    /// Reports this node's own suggested PoW effort.
+    pub fn set_pow_effort(&self, effort: u32) {
+        if let Some(tx) = &self.inputs {
+            tx.send_if_modified(|i| std::mem::replace(&mut i.pow_effort, effort) != effort);
         }
     }
 

@@ -205,6 +205,23 @@ pub fn authorized_clients(
         .transpose()
 }
 
+/// The PoW seed key: the cluster's (from its token) with `[mesh]`, else this node's own secret
+/// in its state directory.
+fn pow_key(config: &Config) -> Result<crate::pow::PowKey, DaemonError> {
+    Ok(match &config.mesh {
+        Some(mesh) => crate::pow::PowKey::from_cluster(&crate::keys::load_cluster_token(
+            &mesh.cluster_token_file,
+        )?),
+        None => crate::pow::PowKey::new(crate::keys::load_or_create_secret(
+            &config
+                .tor
+                .state_dir
+                .join("rustbalance")
+                .join("pow-seed.key"),
+        )?),
+    })
+}
+
 /// Runs the node until `shutdown` turns true.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
     preflight(&config)?;
@@ -258,10 +275,32 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let nick = hosting::nickname();
     let keymgr = client.keymgr().map_err(arti("key manager"))?;
     hosting::install_public_identity(keymgr, &nick, master.public_key())?;
-    hosting::sync_for_netdir(&client, &key_source, &master)?;
+    let periods = hosting::sync_for_netdir(&client, &key_source, &master)?;
     hosting::precheck(keymgr, &nick, &master)?;
 
-    let launched = hosting::service::launch(&client, &master, config.publish.intro_points)?;
+    // PoW: Arti's counters go to our recorder (it must exist before the service launches),
+    // and every launch first writes the cluster's seeds into Arti's state.
+    crate::pow::counters::install();
+    let (periods_tx, periods_rx) = watch::channel(periods);
+    let (pow_loaded_tx, pow_loaded) = watch::channel(None);
+    let mut pow = match config.pow.enabled {
+        true => Some(hosting::service::PowHosting {
+            key: pow_key(&config)?,
+            planner: crate::pow::Planner::new(
+                crate::pow::Schedule::new(config.pow.seed_rotation),
+                &config.node.id,
+            ),
+            state_file: hosting::pow_state_file(&config.tor.state_dir, &nick),
+            periods: periods_rx,
+            loaded: pow_loaded_tx,
+        }),
+        false => None,
+    };
+    let options = hosting::service::Options {
+        intro_points: config.publish.intro_points,
+        pow_queue_depth: config.pow.enabled.then_some(config.pow.queue_depth),
+    };
+    let launched = hosting::service::launch_with(&client, &master, options, pow.as_mut())?;
     tracing::info!(address = %master, "master onion service launched");
     tracing::info!(
         "Arti's own descriptor publisher is off by design (its keystore holds no identity \
@@ -277,13 +316,15 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     // The host task owns the service (the self-check may relaunch it); streams come through it.
     let (rend_tx, mut rend_rx) = tokio::sync::mpsc::channel(64);
     let (relaunch_tx, relaunch_rx) = tokio::sync::mpsc::channel(1);
+    let pow_key = pow.as_ref().map(|p| p.key.clone());
     let host_task = tokio::spawn(hosting::service::host(
         Arc::clone(&client),
         master.clone(),
-        config.publish.intro_points,
+        options,
         launched,
         rend_tx,
         relaunch_rx,
+        pow,
         shutdown.clone(),
     ));
     let requests = futures::stream::poll_fn(move |cx| rend_rx.poll_recv(cx));
@@ -328,6 +369,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             intro_relays: intro_relays_tx,
             snapshots,
             joining,
+            periods: periods_tx,
+            pow: pow_key.map(|key| node::PowInputs {
+                key,
+                loaded: pow_loaded,
+            }),
         },
         &cluster,
         shutdown,

@@ -31,6 +31,9 @@ use crate::status::{IntroPointStatus, Snapshot};
 /// How often restricted discovery's client directory is re-read.
 const CLIENTS_RELOAD: Duration = Duration::from_secs(5);
 
+/// How often this node's own suggested PoW effort is read from Arti's state.
+const POW_EFFORT_READ: Duration = Duration::from_secs(5);
+
 /// Time allowed for one upload to one HSDir.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -56,6 +59,134 @@ pub struct NodeInputs {
     pub snapshots: watch::Sender<Snapshot>,
     /// The join service and pushed keys.
     pub joining: super::joining::Joining,
+    /// Where the periods whose blinded keys the keystore holds go (the host task loads PoW
+    /// seeds for them).
+    pub periods: watch::Sender<Vec<TimePeriod>>,
+    /// Proof of work, when `[pow]` is on.
+    pub pow: Option<PowInputs>,
+}
+
+/// The node task's PoW inputs.
+pub struct PowInputs {
+    /// The cluster's seed key.
+    pub key: crate::pow::PowKey,
+    /// What the running service verifies (the host task's).
+    pub loaded: watch::Receiver<Option<crate::pow::plan::Loaded>>,
+}
+
+/// The node task's PoW state: its own effort as Arti last stored it, and what the descriptor
+/// advertises.
+struct PowSide {
+    inputs: PowInputs,
+    schedule: crate::pow::Schedule,
+    offset: Duration,
+    state_file: std::path::PathBuf,
+    own: u32,
+    advertised: u32,
+    read_at: Option<std::time::Instant>,
+    error: Option<String>,
+}
+
+impl PowSide {
+    /// Re-reads this node's own effort when due; the offer for the descriptor, given whether
+    /// this node is healthy and the peers' (healthy, effort).
+    fn offer(
+        &mut self,
+        config: &crate::config::PowConfig,
+        healthy: bool,
+        peers: impl Iterator<Item = (bool, u32)>,
+    ) -> descriptor::PowOffer {
+        if self.read_at.is_none_or(|t| t.elapsed() >= POW_EFFORT_READ) {
+            self.read_at = Some(std::time::Instant::now());
+            match crate::pow::arti_state::read_effort(&self.state_file) {
+                Ok(e) => {
+                    self.own = e.unwrap_or(0);
+                    self.error = None;
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    if self.error.as_ref() != Some(&e) {
+                        tracing::warn!(error = %e, "PoW effort not read; keeping the last");
+                    }
+                    self.error = Some(e);
+                }
+            }
+        }
+        let highest = std::iter::once((healthy, self.own))
+            .chain(peers)
+            .filter(|(h, _)| *h)
+            .map(|(_, e)| e)
+            .max()
+            .unwrap_or(0);
+        let next = crate::pow::advertise(
+            self.advertised,
+            highest,
+            config.min_effort,
+            config.max_effort,
+        );
+        if next != self.advertised {
+            tracing::info!(
+                from = self.advertised,
+                to = next,
+                "advertised PoW effort changes"
+            );
+            self.advertised = next;
+        }
+        let epoch = self.schedule.epoch_at(std::time::SystemTime::now());
+        descriptor::PowOffer {
+            key: self.inputs.key.clone(),
+            epoch,
+            expires: self.schedule.expires(epoch),
+            effort: self.advertised,
+        }
+    }
+
+    fn status(
+        &self,
+        config: &crate::config::PowConfig,
+        offer: &descriptor::PowOffer,
+        periods: &[TimePeriod],
+    ) -> crate::status::PowStatus {
+        use crate::pow::seeds::head_hex;
+        let loaded = self.inputs.loaded.borrow().clone();
+        let secs = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+        };
+        crate::status::PowStatus {
+            seed_rotation_secs: self.schedule.rotation().as_secs(),
+            epoch: offer.epoch,
+            expires_at: secs(offer.expires),
+            advertised: periods
+                .iter()
+                .map(|&tp| crate::status::PowSeedHead {
+                    period: hosting::period_slug(tp),
+                    heads: vec![head_hex(&offer.key.seed(tp, offer.epoch))],
+                })
+                .collect(),
+            loaded_epoch: loaded.as_ref().map(|l| l.epoch),
+            loaded: loaded
+                .as_ref()
+                .map(|l| {
+                    crate::pow::arti_state::loaded_heads(&offer.key, l.epoch, &l.periods)
+                        .into_iter()
+                        .map(|(tp, heads)| crate::status::PowSeedHead {
+                            period: hosting::period_slug(tp),
+                            heads: heads.to_vec(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            relaunch_offset_secs: self.offset.as_secs(),
+            own_effort: self.own,
+            advertised_effort: self.advertised,
+            effort_bounds: (config.min_effort, config.max_effort),
+            queue_depth: config.queue_depth,
+            counters: crate::pow::counters::snapshot(),
+            state_error: self.error.clone(),
+        }
+    }
 }
 
 /// Runs the node task and the publisher until shutdown.
@@ -71,7 +202,23 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
         intro_relays,
         snapshots,
         joining,
+        periods: periods_tx,
+        pow,
     } = inputs;
+    let mut pow = pow.map(|inputs| {
+        let schedule = crate::pow::Schedule::new(config.pow.seed_rotation);
+        PowSide {
+            inputs,
+            schedule,
+            offset: crate::pow::Planner::new(schedule, &config.node.id).offset(),
+            state_file: hosting::pow_state_file(&config.tor.state_dir, &hosting::nickname()),
+            own: 0,
+            advertised: config.pow.min_effort,
+            read_at: None,
+            error: None,
+        }
+    });
+    let mut last_offer: Option<descriptor::PowOffer> = None;
     let super::joining::Joining {
         server: join_server,
         keys_changed: mut pushed_keys,
@@ -203,7 +350,10 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
         if keys_changed {
             key_source.reload();
             match hosting::sync_for_netdir(&client, &key_source, &master) {
-                Ok(_) => synced_for = wanted,
+                Ok(p) => {
+                    synced_for = wanted;
+                    periods_tx.send_if_modified(|old| (*old != p).then(|| *old = p).is_some());
+                }
                 Err(e) => tracing::warn!(error = %e, "could not update blinded keys"),
             }
         }
@@ -235,9 +385,23 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
                 let _ = commands.try_send(crate::membership::MeshCommand::Broadcast(m));
             }
         }
+        // PoW: the seed of the epoch now, the healthy nodes' highest effort.
+        let offer = pow.as_mut().map(|p| {
+            let peers: Vec<(bool, u32)> = peer_ipts
+                .borrow()
+                .iter()
+                .map(|p| (p.healthy, p.pow_effort))
+                .collect();
+            let offer = p.offer(&config.pow, healthy, peers.into_iter());
+            cluster.set_pow_effort(p.own);
+            snapshot.pow = Some(p.status(&config.pow, &offer, &periods_tx.borrow()));
+            offer
+        });
+        let pow_changed = offer != last_offer;
         // A new consensus (or reloaded keys): a new network view for the publisher.
         if keys_changed
             || clients_changed
+            || pow_changed
             || last_netdir
                 .as_ref()
                 .is_none_or(|n| !Arc::ptr_eq(n, &netdir))
@@ -246,6 +410,8 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
                 key_source.blinded(tp).map_err(|e| e.to_string())
             });
             view.caps.auth_clients = auth_clients.clone();
+            view.caps.pow = offer.clone();
+            last_offer = offer;
             network_tx.send_replace(Some(view));
             last_netdir = Some(Arc::clone(&netdir));
         }

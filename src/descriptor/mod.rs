@@ -19,6 +19,8 @@ use tor_hscrypto::RevisionCounter;
 use tor_llcrypto::pk::{curve25519, ed25519};
 use tor_netdir::params::NetParameters;
 use tor_netdir::HsDirParams;
+use tor_netdoc::doc::hsdesc::pow::v1::PowParamsV1;
+use tor_netdoc::doc::hsdesc::pow::PowParams;
 use tor_netdoc::doc::hsdesc::{create_desc_sign_key_cert, HsDescBuilder, IntroPointDesc};
 use tor_netdoc::NetdocBuilder;
 use tor_protover::named::{
@@ -87,6 +89,35 @@ pub struct Capabilities {
     /// Restricted discovery: the clients the descriptor is encrypted for (`None`: anyone who
     /// knows the address can read it; `Some` of an empty list: nobody).
     pub auth_clients: Option<Vec<curve25519::PublicKey>>,
+    /// Proof of work: the `pow-params v1` line (`None`: no line).
+    pub pow: Option<PowOffer>,
+}
+
+/// What a descriptor's `pow-params v1` line says: the cluster's seed for the descriptor's
+/// period in `epoch` (derived with `key`), expiring at `expires`, and the suggested effort.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PowOffer {
+    /// The cluster's seed key.
+    pub key: crate::pow::PowKey,
+    /// The epoch whose seed is advertised.
+    pub epoch: u64,
+    /// When that seed expires.
+    pub expires: SystemTime,
+    /// The suggested effort.
+    pub effort: u32,
+}
+
+impl PowOffer {
+    /// The `pow-params` for `period`.
+    pub fn params(&self, period: TimePeriod) -> PowParams {
+        PowParams::V1(PowParamsV1::new(
+            tor_checkable::timed::TimeRangeBound::new(
+                self.key.seed(period, self.epoch),
+                ..self.expires,
+            ),
+            tor_hscrypto::pow::v1::Effort::from(self.effort),
+        ))
+    }
 }
 
 impl Capabilities {
@@ -106,6 +137,7 @@ impl Capabilities {
             }),
             protocols: supported.intersection(&advertisable),
             auth_clients: None,
+            pow: None,
         }
     }
 }
@@ -230,6 +262,7 @@ pub fn build<R: Rng + CryptoRng>(
         }
         other => other,
     };
+    let pow = spec.caps.pow.as_ref().map(|p| p.params(spec.period));
     let text = HsDescBuilder::default()
         .blinded_id(&blind_pk)
         .hs_desc_sign(&desc_sign)
@@ -246,6 +279,7 @@ pub fn build<R: Rng + CryptoRng>(
         .flow_control(spec.caps.flow_control.clone())
         .supported_protocols(spec.caps.protocols.clone())
         .auth_clients(auth_clients)
+        .pow_params(pow.as_ref())
         .max_generated_len(MAX_DESCRIPTOR_BYTES * 4)
         .build_sign(rng)
         .map_err(|e| DescriptorError::Build(e.to_string()))?;

@@ -322,6 +322,14 @@ pub fn ipts_file(state_dir: &Path, nick: &HsNickname) -> PathBuf {
         .join("ipts.json")
 }
 
+/// Where Arti persists the service's PoW state (the seeds it verifies, its suggested effort).
+pub fn pow_state_file(state_dir: &Path, nick: &HsNickname) -> PathBuf {
+    state_dir
+        .join("hss")
+        .join(nick.to_string())
+        .join(crate::pow::arti_state::FILE_NAME)
+}
+
 /// Reads the current intro points from Arti's `ipts.json` (empty if the file does not exist
 /// yet).
 pub fn read_current_ipts(

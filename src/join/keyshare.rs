@@ -140,6 +140,7 @@ mod tests {
             duplicate_id: false,
             lifecycle: Lifecycle::Healthy,
             keys,
+            pow_effort: None,
         }
     }
 

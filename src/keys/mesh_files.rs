@@ -93,6 +93,26 @@ pub fn generate_cluster_token_file(path: &Path) -> Result<(), KeyError> {
     write_new_secret_file(path, text.as_bytes())
 }
 
+/// A node's own 32-byte secret at `path` (raw bytes, `0600`), created at first use: the PoW
+/// seed key of a node without a mesh (with one, the key comes from the cluster token).
+pub fn load_or_create_secret(path: &Path) -> Result<zeroize::Zeroizing<[u8; 32]>, KeyError> {
+    if path.symlink_metadata().is_err() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| KeyError::Write {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+        rand::fill(&mut raw[..]);
+        write_new_secret_file(path, &raw[..])?;
+    }
+    let bytes = read_secret_file(path, LengthRule::Exactly(32))?;
+    let mut out = zeroize::Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(&bytes);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

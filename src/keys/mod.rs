@@ -53,6 +53,6 @@ pub(crate) use fsutil::write_new_secret_file;
 pub use identity::MasterIdentity;
 pub use mesh_files::{
     generate_cluster_token_file, generate_mesh_key_file, load_access_token, load_cluster_token,
-    load_mesh_keys,
+    load_mesh_keys, load_or_create_secret,
 };
 pub use source::{load_identity, KeySource};

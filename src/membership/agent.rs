@@ -123,6 +123,13 @@ impl Agent {
         self.membership.set_local(now, local);
     }
 
+    /// Sets this node's own suggested PoW effort (advertised at once if it changed).
+    pub fn set_pow_effort(&mut self, now: WallTime, effort: u32) {
+        let mut local = self.membership.local().clone();
+        local.pow_effort = effort;
+        self.membership.set_local(now, local);
+    }
+
     /// Sets this node's intro points (advertised at once if they changed).
     pub fn set_intro_points(&mut self, now: WallTime, generation: u64, ipts: Vec<IptWire>) {
         self.membership.set_local_ipts(now, generation, ipts);

@@ -48,6 +48,8 @@ pub struct LocalInputs {
     pub ipts: Vec<IptWire>,
     /// This node's master key coverage.
     pub keys: KeyCoverage,
+    /// This node's own suggested PoW effort.
+    pub pow_effort: u32,
 }
 
 /// What the rest of the node asks of the mesh.
@@ -117,6 +119,8 @@ pub struct PeerIpts {
     pub generation: u64,
     /// Its intro points.
     pub ipts: Vec<IptWire>,
+    /// Its own suggested PoW effort.
+    pub pow_effort: u32,
 }
 
 /// Everything needed to start the task.
@@ -180,6 +184,9 @@ pub struct MemberStatus {
     pub lifecycle: Lifecycle,
     /// Its master key coverage (absent until its first state arrived).
     pub keys: Option<KeyCoverage>,
+    /// Its own suggested PoW effort (absent until its first state arrived).
+    #[serde(default)]
+    pub pow_effort: Option<u32>,
 }
 
 /// The mesh part of `rustbalance status`.
@@ -263,6 +270,7 @@ pub async fn start(
         lease: None,
         intro_points: IptSummary::default(),
         keys: initial.keys,
+        pow_effort: initial.pow_effort,
     };
     let membership = Membership::new(
         me,
@@ -384,6 +392,7 @@ fn peer_ipts(agent: &Agent) -> Vec<PeerIpts> {
                 healthy: state.health.eligible(),
                 generation,
                 ipts,
+                pow_effort: state.pow_effort,
             })
         })
         .collect()
@@ -447,6 +456,7 @@ async fn run(
                 agent.set_health(now, local.health);
                 agent.set_intro_points(now, local.ipt_generation, local.ipts);
                 agent.set_keys(now, local.keys);
+                agent.set_pow_effort(now, local.pow_effort);
                 let role = agent.step(now);
                 let role_changed = role_tx.send_if_modified(|r| std::mem::replace(r, role) != role);
                 let ipts = peer_ipts(&agent);
@@ -514,6 +524,7 @@ fn status(agent: &Agent, now: WallTime, transport: EndpointStats) -> MeshStatus 
                 duplicate_id: p.duplicate_id,
                 lifecycle: Lifecycle::of(p.liveness, p.duplicate_id, p.state.as_ref()),
                 keys: p.state.as_ref().map(|s| s.keys),
+                pow_effort: p.state.as_ref().map(|s| s.pow_effort),
             }
         })
         .collect();

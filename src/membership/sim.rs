@@ -213,6 +213,7 @@ impl Sim {
             lease: None,
             intro_points: IptSummary::default(),
             keys: Default::default(),
+            pow_effort: 0,
         };
         let seed = self.rng.random::<u64>();
         let mut membership = Membership::new(me, self.membership, local, &seeds, seed);

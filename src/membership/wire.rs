@@ -245,6 +245,8 @@ pub struct NodeState {
     pub intro_points: IptSummary,
     /// Which master keys it has.
     pub keys: KeyCoverage,
+    /// Its own suggested PoW effort (Arti's, from its queue; 0 without PoW).
+    pub pow_effort: u32,
 }
 
 /// A node's master key coverage, as it advertises it (`status` shows it per member).
@@ -422,6 +424,7 @@ mod tests {
                     holder: false,
                     until_period: 4_989_300,
                 },
+                pow_effort: 120,
             },
             echo: Some(Echo {
                 timestamp: 1_699_999_999_000,

@@ -14,8 +14,8 @@ use crate::proxy::ProxyStats;
 
 /// Version of the status schema (2: `cluster` and the `standby` role; 3: `cluster.reason` as
 /// data, `clock_error`, `members[].duplicate_id`; 5: `role` is `null` while starting (one role
-/// type for election, gossip and status), `repair`).
-pub const SCHEMA_VERSION: u32 = 5;
+/// type for election, gossip and status), `repair`; 6: `pow`, `cluster.members[].pow_effort`).
+pub const SCHEMA_VERSION: u32 = 6;
 
 pub use crate::election::Role;
 
@@ -136,6 +136,50 @@ pub struct Snapshot {
     /// The self-check of this node's Tor side, and its repairs.
     #[serde(default = "crate::repair::RepairStatus::disabled")]
     pub repair: crate::repair::RepairStatus,
+    /// Proof of work (absent when `[pow]` is off).
+    #[serde(default)]
+    pub pow: Option<PowStatus>,
+}
+
+/// Proof of work on this node: the seeds (their heads only), the efforts, Arti's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowStatus {
+    /// The seed rotation interval, in seconds.
+    pub seed_rotation_secs: u64,
+    /// The epoch whose seed the descriptor advertises now.
+    pub epoch: u64,
+    /// Unix time that seed expires (the next rotation).
+    pub expires_at: u64,
+    /// The advertised seed's head (hex) per period slug.
+    pub advertised: Vec<PowSeedHead>,
+    /// The epoch the running service loaded (its seeds and the next epoch's); `None` before
+    /// the first launch.
+    pub loaded_epoch: Option<u64>,
+    /// The seed heads the running service verifies, per period slug.
+    pub loaded: Vec<PowSeedHead>,
+    /// This node's offset into each epoch for loading the next seeds, in seconds.
+    pub relaunch_offset_secs: u64,
+    /// This node's own suggested effort (Arti's, from its queue).
+    pub own_effort: u32,
+    /// The suggested effort the descriptor carries (the healthy nodes' highest, in bounds).
+    pub advertised_effort: u32,
+    /// `pow.min_effort` and `pow.max_effort`.
+    pub effort_bounds: (u32, u32),
+    /// `pow.queue_depth`.
+    pub queue_depth: usize,
+    /// Arti's counters: verified, failed, enqueued, dropped, expired.
+    pub counters: crate::pow::counters::PowCounts,
+    /// Why Arti's PoW state could not be read (the last effort stays in use).
+    pub state_error: Option<String>,
+}
+
+/// A seed head for one period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowSeedHead {
+    /// The period's slug.
+    pub period: String,
+    /// The seed heads (hex), current first.
+    pub heads: Vec<String>,
 }
 
 /// A unit enum value as the JSON status names it (`tor_broken`, `alive`, …), for the text view.
@@ -221,6 +265,7 @@ impl Snapshot {
             authorized_clients: None,
             authorized_clients_error: None,
             repair: crate::repair::RepairStatus::disabled(),
+            pow: None,
         }
     }
 
@@ -270,6 +315,33 @@ impl Snapshot {
                 r.probes_failed,
                 r.repairs
             );
+        }
+        if let Some(p) = &self.pow {
+            let heads: Vec<&str> = p
+                .advertised
+                .iter()
+                .filter_map(|h| h.heads.first().map(String::as_str))
+                .collect();
+            let _ =
+                writeln!(
+                s,
+                "pow: on, seed epoch {} (heads {}), effort {} advertised / {} own (bounds {}-{}), \
+                 {} verified, {} failed, {} dropped of {} queued (depth {})",
+                p.epoch,
+                if heads.is_empty() { "-".into() } else { heads.join(",") },
+                p.advertised_effort,
+                p.own_effort,
+                p.effort_bounds.0,
+                p.effort_bounds.1,
+                p.counters.verified,
+                p.counters.failed,
+                p.counters.dropped + p.counters.expired,
+                p.counters.enqueued,
+                p.queue_depth
+            );
+            if let Some(e) = &p.state_error {
+                let _ = writeln!(s, "pow state not readable: {e}");
+            }
         }
         let _ = writeln!(s, "keys: {}", keys_text(Some(self.keys)));
         if let Some(j) = &self.join {
