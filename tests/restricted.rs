@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use support::*;
-use testnet::client::{http_get_via_socks, ControlConn};
+use testnet::client::ControlConn;
 use tor_hscrypto::pk::{HsClientDescEncKey, HsClientDescEncKeypair, HsClientDescEncSecretKey};
 use tor_llcrypto::pk::curve25519;
 
@@ -56,21 +56,6 @@ fn control(net: &testnet::Description, cmd: &str) {
         let verb = cmd.split(' ').next().unwrap_or("");
         assert!(e.contains("answered 25"), "{verb}: {e}");
     }
-}
-
-/// One GET through the C-tor client on circuits of its own (SOCKS isolation `iso`), no
-/// retries: the error text on failure.
-fn get_once(net: &testnet::Description, address: &str, iso: &str) -> Result<u16, String> {
-    http_get_via_socks(
-        net.client.socks,
-        address,
-        80,
-        &net.target.index_path,
-        Some(iso),
-        Duration::from_secs(60),
-    )
-    .map(|r| r.status)
-    .map_err(|e| e.to_string())
 }
 
 fn rendezvous(n: &ClusterNode) -> u64 {

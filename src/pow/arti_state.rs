@@ -78,7 +78,14 @@ pub fn write(
     };
     let text = serde_json::to_vec_pretty(&record).map_err(|e| bad(e.to_string()))?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| bad(format!("creating its directory: {e}")))?;
+        // Private, as Arti's permission checks require of its state directories.
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(dir)
+            .map_err(|e| bad(format!("creating its directory: {e}")))?;
     }
     let tmp = path.with_extension("json.tmp");
     {
@@ -182,6 +189,12 @@ mod tests {
             use std::os::unix::fs::PermissionsExt as _;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+            // Arti refuses to launch with a state directory others can read.
+            let dir_mode = std::fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(dir_mode & 0o077, 0, "directory mode {dir_mode:o}");
         }
     }
 

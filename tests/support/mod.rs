@@ -716,7 +716,8 @@ impl HsDirs {
         })
     }
 
-    fn period(&self) -> Option<tor_hscrypto::time::TimePeriod> {
+    /// The current time period by the poller's consensus.
+    pub fn period(&self) -> Option<tor_hscrypto::time::TimePeriod> {
         let netdir = self.client.dirmgr().ok()?.timely_netdir().ok()?;
         Some(netdir.hs_time_period())
     }
@@ -792,6 +793,21 @@ impl HsDirs {
             })
             .collect()
     }
+}
+
+/// One GET of the index page through the C-tor client on circuits of its own (SOCKS isolation
+/// `iso`), no retries: the error text on failure.
+pub fn get_once(net: &Description, address: &str, iso: &str) -> Result<u16, String> {
+    http_get_via_socks(
+        net.client.socks,
+        address,
+        80,
+        &net.target.index_path,
+        Some(iso),
+        Duration::from_secs(60),
+    )
+    .map(|r| r.status)
+    .map_err(|e| e.to_string())
 }
 
 /// A client that keeps requesting the index page through the master address, each request
