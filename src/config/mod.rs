@@ -99,6 +99,9 @@ pub struct PowConfig {
     pub min_effort: u32,
     /// The most suggested effort advertised.
     pub max_effort: u32,
+    /// How many rendezvous handshakes run at once; more requests wait in Arti's queue,
+    /// highest effort first.
+    pub rendezvous_concurrency: usize,
 }
 
 /// `[repair]`: every `probe_interval` the node builds a circuit to one of its own intro-point

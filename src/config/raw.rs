@@ -109,6 +109,7 @@ struct RawPow {
     seed_rotation: String,
     min_effort: u32,
     max_effort: u32,
+    rendezvous_concurrency: usize,
 }
 
 impl Default for RawPow {
@@ -119,6 +120,7 @@ impl Default for RawPow {
             seed_rotation: "2h".into(),
             min_effort: 0,
             max_effort: 10_000,
+            rendezvous_concurrency: 64,
         }
     }
 }
@@ -133,6 +135,13 @@ impl RawPow {
             ));
         }
         let seed_rotation = duration("pow.seed_rotation", &self.seed_rotation, MINUTE, 24 * HOUR)?;
+        if !(1..=10_000).contains(&self.rendezvous_concurrency) {
+            return Err(invalid(
+                "pow.rendezvous_concurrency",
+                self.rendezvous_concurrency,
+                "must be from 1 to 10000",
+            ));
+        }
         if self.max_effort == 0 {
             return Err(invalid("pow.max_effort", 0, "must be at least 1"));
         }
@@ -149,6 +158,7 @@ impl RawPow {
             seed_rotation,
             min_effort: self.min_effort,
             max_effort: self.max_effort,
+            rendezvous_concurrency: self.rendezvous_concurrency,
         })
     }
 }

@@ -584,3 +584,34 @@ fn restricted_discovery_keys() {
         "{e}"
     );
 }
+
+#[test]
+fn pow_defaults_and_bounds() {
+    let c = Config::from_toml(&minimal(), &base()).unwrap();
+    assert!(!c.pow.enabled, "off by default");
+    assert_eq!(c.pow.queue_depth, 8192, "Arti's default");
+    assert_eq!(c.pow.seed_rotation, Duration::from_secs(7200));
+    assert_eq!((c.pow.min_effort, c.pow.max_effort), (0, 10_000));
+    assert_eq!(c.pow.rendezvous_concurrency, 64);
+    let with = |extra: &str| format!("{}[pow]\n{extra}\n", minimal());
+    let c = Config::from_toml(
+        &with("enabled = true\nseed_rotation = \"30m\"\nmin_effort = 5\nmax_effort = 500"),
+        &base(),
+    )
+    .unwrap();
+    assert!(c.pow.enabled);
+    assert_eq!(c.pow.seed_rotation, Duration::from_secs(1800));
+    assert_eq!((c.pow.min_effort, c.pow.max_effort), (5, 500));
+    for (extra, want) in [
+        ("queue_depth = 0", "pow.queue_depth"),
+        ("seed_rotation = \"10s\"", "pow.seed_rotation"),
+        ("seed_rotation = \"2d\"", "pow.seed_rotation"),
+        ("min_effort = 20\nmax_effort = 10", "pow.min_effort"),
+        ("max_effort = 0", "pow.max_effort"),
+        ("rendezvous_concurrency = 0", "pow.rendezvous_concurrency"),
+        ("effort = 3", "effort"),
+    ] {
+        let e = err(&with(extra));
+        assert!(e.contains(want), "{extra:?}: {e}");
+    }
+}

@@ -355,6 +355,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         config.target.virtual_ports.clone(),
         joining.server.clone(),
         live_metrics,
+        config
+            .pow
+            .enabled
+            .then_some(config.pow.rendezvous_concurrency),
         shutdown.clone(),
     ));
     node::run(

@@ -4,11 +4,17 @@
 //! before the stream is accepted. Streams for the join port go to the join service (never to
 //! the target), at most one per rendezvous circuit; without a join service they are refused
 //! like any port that is not proxied.
+//!
+//! With PoW on, at most `pow.rendezvous_concurrency` rendezvous handshakes run at once: the
+//! next request is taken from Arti's queue only when one finishes. So under a flood requests
+//! wait in that queue, where Arti serves the highest effort first, drops the lowest when it is
+//! full, and measures the load its suggested effort follows (taking them as fast as they come
+//! would keep the queue empty and PoW without effect).
 
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tor_cell::relaycell::msg::{Connected, End, EndReason};
 use tor_hsservice::{RendRequest, StreamRequest};
 use tor_proto::stream::IncomingStreamRequest;
@@ -16,23 +22,39 @@ use tor_proto::stream::IncomingStreamRequest;
 use crate::join::server::JoinServer;
 use crate::proxy::Proxy;
 
-/// Serves every stream of `requests` until shutdown.
+/// The next item of `requests` once `limit` (if any) grants a slot, with the slot: the stream
+/// is not polled while every slot is taken.
+async fn next_admitted<S: Stream + Unpin>(
+    requests: &mut S,
+    limit: Option<&Arc<Semaphore>>,
+) -> Option<(S::Item, Option<OwnedSemaphorePermit>)> {
+    let permit = match limit {
+        Some(sem) => Some(Arc::clone(sem).acquire_owned().await.ok()?),
+        None => None,
+    };
+    requests.next().await.map(|r| (r, permit))
+}
+
+/// Serves every stream of `requests` until shutdown, running at most `rendezvous_limit`
+/// rendezvous handshakes at once (unbounded with `None`).
 pub async fn serve(
     requests: impl Stream<Item = RendRequest> + Send + Unpin + 'static,
     proxy: Proxy,
     ports: Vec<u16>,
     join: Option<Arc<JoinServer>>,
     metrics: crate::status::metrics::Live,
+    rendezvous_limit: Option<usize>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut requests = requests;
     let ports = Arc::new(ports);
+    let limit = rendezvous_limit.map(|n| Arc::new(Semaphore::new(n.max(1))));
     loop {
-        let rend = tokio::select! {
-            r = requests.next() => r,
+        let next = tokio::select! {
+            r = next_admitted(&mut requests, limit.as_ref()) => r,
             _ = shutdown.wait_for(|s| *s) => break,
         };
-        let Some(rend) = rend else { break };
+        let Some((rend, slot)) = next else { break };
         proxy.count_rendezvous();
         let proxy = proxy.clone();
         let ports = Arc::clone(&ports);
@@ -42,7 +64,10 @@ pub async fn serve(
         // One task per rendezvous circuit: its streams, and its join-stream budget.
         tokio::spawn(async move {
             let t0 = std::time::Instant::now();
-            let mut streams = match rend.accept().await {
+            let accepted = rend.accept().await;
+            // The handshake is done: its slot goes to the next queued request.
+            drop(slot);
+            let mut streams = match accepted {
                 Ok(s) => {
                     metrics.rend_circuit_built(t0.elapsed());
                     s
@@ -146,5 +171,39 @@ async fn handle(req: StreamRequest, proxy: Proxy, ports: &[u16]) {
             tracing::debug!(stream = %o.stream, up = o.transferred.up, down = o.transferred.down, "stream done")
         }
         Err(e) => tracing::debug!(error = %e, "stream ended"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn requests_wait_in_the_queue_while_every_slot_is_taken() {
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&pulled);
+        let mut requests = futures::stream::iter(0..10).inspect(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        let limit = Arc::new(Semaphore::new(2));
+        let (a, slot_a) = next_admitted(&mut requests, Some(&limit)).await.unwrap();
+        let (b, _slot_b) = next_admitted(&mut requests, Some(&limit)).await.unwrap();
+        assert_eq!((a, b), (0, 1));
+        // Both slots taken: the third is not even taken from the queue.
+        let third = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            next_admitted(&mut requests, Some(&limit)),
+        )
+        .await;
+        assert!(third.is_err());
+        assert_eq!(pulled.load(Ordering::SeqCst), 2);
+        // A handshake finishes: the next request comes.
+        drop(slot_a);
+        let (c, _) = next_admitted(&mut requests, Some(&limit)).await.unwrap();
+        assert_eq!(c, 2);
+        // Without a limit, requests come as they are asked for.
+        let (d, none) = next_admitted(&mut requests, None).await.unwrap();
+        assert_eq!((d, none.is_none()), (3, true));
     }
 }

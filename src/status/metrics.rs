@@ -147,6 +147,68 @@ pub fn render(s: &Snapshot, live: &Live) -> Result<String, std::fmt::Error> {
         "Repairs of this node's Tor side (service relaunches)",
         s.repair.repairs,
     );
+    gauge(
+        &mut reg,
+        "rustbalance_pow_enabled",
+        "1 when this node verifies proof of work and its descriptor carries pow-params",
+        i64::from(s.pow.is_some()),
+    );
+    if let Some(p) = &s.pow {
+        let effort: Family<Labels, Gauge> = Family::default();
+        effort
+            .get_or_create(&l(&[("which", "own")]))
+            .set(i64::from(p.own_effort));
+        effort
+            .get_or_create(&l(&[("which", "advertised")]))
+            .set(i64::from(p.advertised_effort));
+        reg.register(
+            "rustbalance_pow_effort",
+            "Suggested PoW effort: this node's own (Arti's), and the one the descriptor carries",
+            effort,
+        );
+        gauge(
+            &mut reg,
+            "rustbalance_pow_seed_epoch",
+            "The epoch whose PoW seed the descriptor advertises",
+            sat(p.epoch),
+        );
+        gauge(
+            &mut reg,
+            "rustbalance_pow_queue_depth",
+            "pow.queue_depth: introduction requests that may wait",
+            sat(p.queue_depth as u64),
+        );
+        counter(
+            &mut reg,
+            "rustbalance_pow_verified",
+            "Introduction requests whose PoW solution verified",
+            p.counters.verified,
+        );
+        counter(
+            &mut reg,
+            "rustbalance_pow_failed",
+            "Introduction requests whose PoW solution did not verify (dropped)",
+            p.counters.failed,
+        );
+        counter(
+            &mut reg,
+            "rustbalance_pow_enqueued",
+            "Introduction requests queued by effort",
+            p.counters.enqueued,
+        );
+        let dropped: Family<Labels, Counter> = Family::default();
+        dropped
+            .get_or_create(&l(&[("reason", "queue_full")]))
+            .inc_by(p.counters.dropped);
+        dropped
+            .get_or_create(&l(&[("reason", "expired")]))
+            .inc_by(p.counters.expired);
+        reg.register(
+            "rustbalance_pow_dropped",
+            "Queued introduction requests dropped: the queue was full (lowest effort first) or they waited too long",
+            dropped,
+        );
+    }
     let role: Family<Labels, Gauge> = Family::default();
     for r in [None, Some(Role::Standby), Some(Role::Publisher)] {
         role.get_or_create(&l(&[("role", super::role_name(r))]))
@@ -351,6 +413,25 @@ mod tests {
         };
         j.refused.insert(crate::join::wire::RefusalCode::UsedUp, 3);
         s.join = Some(j);
+        s.pow = Some(crate::status::PowStatus {
+            seed_rotation_secs: 7200,
+            epoch: 250_000,
+            expires_at: 0,
+            advertised: Vec::new(),
+            loaded_epoch: Some(250_000),
+            loaded: Vec::new(),
+            relaunch_offset_secs: 40,
+            own_effort: 12,
+            advertised_effort: 30,
+            effort_bounds: (0, 10_000),
+            queue_depth: 8192,
+            counters: crate::pow::counters::PowCounts {
+                verified: 5,
+                dropped: 2,
+                ..Default::default()
+            },
+            state_error: None,
+        });
         let live = Live::default();
         live.rend_circuit_built(std::time::Duration::from_millis(1500));
         let text = render(&s, &live).unwrap();
@@ -366,6 +447,12 @@ mod tests {
             "tor_hs_rend_circ_build_time_count 1",
             "tor_hs_rend_circ_build_time_bucket{le=\"1000.0\"} 0",
             "tor_hs_rend_circ_build_time_bucket{le=\"5000.0\"} 1",
+            "rustbalance_pow_enabled 1",
+            "rustbalance_pow_effort{which=\"own\"} 12",
+            "rustbalance_pow_effort{which=\"advertised\"} 30",
+            "rustbalance_pow_verified_total 5",
+            "rustbalance_pow_dropped_total{reason=\"queue_full\"} 2",
+            "rustbalance_pow_seed_epoch 250000",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
