@@ -603,6 +603,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<OnionAddress> {
         target: opts.target.clone(),
         virtual_ports: vec![80],
         authorized_clients: None,
+        pow: None,
         arti_config,
         status_listen: opts.status_listen.clone(),
         mesh: opts

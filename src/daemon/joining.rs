@@ -64,6 +64,15 @@ pub fn start(
                         per_minute: j.max_per_minute,
                         burst: j.max_per_minute.clamp(1, 10),
                     },
+                    pow: config.pow.enabled.then(|| crate::join::wire::PowPolicy {
+                        queue_depth: u32::try_from(config.pow.queue_depth).unwrap_or(u32::MAX),
+                        seed_rotation_secs: u32::try_from(config.pow.seed_rotation.as_secs())
+                            .unwrap_or(u32::MAX),
+                        min_effort: config.pow.min_effort,
+                        max_effort: config.pow.max_effort,
+                        rendezvous_concurrency: u32::try_from(config.pow.rendezvous_concurrency)
+                            .unwrap_or(u32::MAX),
+                    }),
                 },
                 node_id: config.node.id.clone(),
                 mesh: cluster.status(),

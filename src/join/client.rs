@@ -209,6 +209,7 @@ mod tests {
             share_periods: 8,
             mesh: crate::join::wire::fixtures::timers(),
             authorized_clients: None,
+            pow: None,
         }
     }
 

@@ -68,6 +68,8 @@ pub struct ConfigSpec {
     pub share_periods: Option<u8>,
     /// `master.authorized_clients` (restricted discovery), as `descriptor:x25519:` lines.
     pub authorized_clients: Option<Vec<String>>,
+    /// `[pow]`, when on.
+    pub pow: Option<super::wire::PowPolicy>,
 }
 
 fn ms(v: u64) -> String {
@@ -143,6 +145,15 @@ pub fn render(spec: &ConfigSpec) -> String {
                 ms(x.handback_after)
             );
         }
+    }
+    if let Some(p) = &spec.pow {
+        let _ = write!(
+            t,
+            "\n# Proof of work, as the cluster had it at join time (keep it the same on every node).\n\
+             [pow]\nenabled = true\nqueue_depth = {}\nseed_rotation = \"{}s\"\nmin_effort = {}\n\
+             max_effort = {}\nrendezvous_concurrency = {}\n",
+            p.queue_depth, p.seed_rotation_secs, p.min_effort, p.max_effort, p.rendezvous_concurrency
+        );
     }
     if let Some(s) = spec.share_periods {
         let _ = write!(t, "\n[join]\nshare_periods = {s}\n");
@@ -298,6 +309,7 @@ pub fn write_joined(
                 timers: Some(grant.mesh),
             }),
             share_periods: Some(grant.share_periods),
+            pow: grant.pow,
             authorized_clients: grant.authorized_clients.as_ref().map(|c| {
                 c.iter()
                     .map(|k| {
@@ -354,6 +366,13 @@ mod tests {
             share_periods: 2,
             mesh: timers(),
             authorized_clients: Some(vec![[9; 32]]),
+            pow: Some(crate::join::wire::PowPolicy {
+                queue_depth: 500,
+                seed_rotation_secs: 1800,
+                min_effort: 8,
+                max_effort: 900,
+                rendezvous_concurrency: 12,
+            }),
         };
         let spec = JoinSpec {
             dir: node.clone(),
@@ -369,6 +388,15 @@ mod tests {
         assert_eq!(config.node.id, "node-b");
         assert_eq!(config.target.virtual_ports, vec![80, 443]);
         assert_eq!(config.join.share_periods, 2);
+        // So does PoW: the joiner verifies the same seeds and admits requests the same way.
+        assert!(config.pow.enabled);
+        assert_eq!(config.pow.queue_depth, 500);
+        assert_eq!(
+            config.pow.seed_rotation,
+            std::time::Duration::from_secs(1800)
+        );
+        assert_eq!((config.pow.min_effort, config.pow.max_effort), (8, 900));
+        assert_eq!(config.pow.rendezvous_concurrency, 12);
         // The cluster's authorized clients come along: the joiner never publishes publicly.
         let restricted = config
             .master

@@ -42,6 +42,8 @@ pub struct Policy {
     pub timers: MeshTimers,
     /// The rate limit.
     pub limit: RateLimit,
+    /// `[pow]`, when on.
+    pub pow: Option<super::wire::PowPolicy>,
 }
 
 /// The join service of one node.
@@ -127,6 +129,7 @@ pub fn build_grant(inputs: GrantInputs<'_>, req: &JoinRequest) -> Result<Grant, 
         share_periods: inputs.policy.share_periods,
         mesh: inputs.policy.timers,
         authorized_clients: inputs.authorized_clients,
+        pow: inputs.policy.pow,
     })
 }
 
@@ -441,6 +444,7 @@ mod tests {
                 per_minute: 6,
                 burst: 3,
             },
+            pow: None,
         }
     }
 

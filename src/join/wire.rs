@@ -195,6 +195,33 @@ pub struct MeshTimers {
     pub handback_after: u64,
 }
 
+/// The cluster's `[pow]`, handed to a joiner so it verifies the same seeds and admits
+/// requests the same way (its `pow` section is written from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowPolicy {
+    /// `pow.queue_depth`.
+    pub queue_depth: u32,
+    /// `pow.seed_rotation`, in seconds.
+    pub seed_rotation_secs: u32,
+    /// `pow.min_effort`.
+    pub min_effort: u32,
+    /// `pow.max_effort`.
+    pub max_effort: u32,
+    /// `pow.rendezvous_concurrency`.
+    pub rendezvous_concurrency: u32,
+}
+
+impl PowPolicy {
+    /// Whether it is within the bounds the configuration accepts.
+    pub fn valid(&self) -> bool {
+        (1..=1_000_000).contains(&self.queue_depth)
+            && (60..=86_400).contains(&self.seed_rotation_secs)
+            && self.max_effort >= 1
+            && self.min_effort <= self.max_effort
+            && (1..=10_000).contains(&self.rendezvous_concurrency)
+    }
+}
+
 /// A granted join: everything the new node needs.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
@@ -218,6 +245,8 @@ pub struct Grant {
     /// descriptor). The joiner writes them into its `master.authorized_clients`, so whichever
     /// node publishes encrypts for the same clients.
     pub authorized_clients: Option<Vec<[u8; 32]>>,
+    /// Proof of work: the cluster's `[pow]` (`None`: off).
+    pub pow: Option<PowPolicy>,
 }
 
 impl Drop for Grant {
@@ -318,6 +347,8 @@ pub const MAX_DETAIL: usize = 256;
 
 /// The answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// One reply per join: its size does not matter, boxing would only add noise at every use.
+#[allow(clippy::large_enum_variant)]
 pub enum JoinReply {
     /// Welcome.
     Granted(Grant),
@@ -525,6 +556,9 @@ impl JoinReply {
                 {
                     return bad("authorized_clients", "more than 160 clients");
                 }
+                if g.pow.is_some_and(|p| !p.valid()) {
+                    return bad("pow", "settings out of the configuration's bounds");
+                }
             }
         }
         Ok(reply)
@@ -661,6 +695,52 @@ mod tests {
                 ..
             })
         ));
+        let pow = PowPolicy {
+            queue_depth: 100,
+            seed_rotation_secs: 3600,
+            min_effort: 0,
+            max_effort: 100,
+            rendezvous_concurrency: 8,
+        };
+        let grant = |pow: PowPolicy| {
+            JoinReply::Granted(Grant {
+                node_id: "node-b".into(),
+                token: vec![7; 32],
+                members: vec![fixtures::member("node-a", 1)],
+                keys: KeyMaterial::Blinded(vec![vec![0; crate::keys::BLINDED_FILE_LEN]]),
+                holder_live: true,
+                virtual_ports: vec![80],
+                share_periods: 8,
+                mesh: fixtures::timers(),
+                authorized_clients: None,
+                pow: Some(pow),
+            })
+        };
+        let body = postcard::to_allocvec(&grant(pow)).unwrap();
+        assert!(JoinReply::decode(&body).is_ok());
+        for bad in [
+            PowPolicy {
+                seed_rotation_secs: 5,
+                ..pow
+            },
+            PowPolicy {
+                min_effort: 101,
+                ..pow
+            },
+            PowPolicy {
+                queue_depth: 0,
+                ..pow
+            },
+        ] {
+            let body = postcard::to_allocvec(&grant(bad)).unwrap();
+            assert!(
+                matches!(
+                    JoinReply::decode(&body),
+                    Err(WireError::Invalid { field: "pow", .. })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[tokio::test]
