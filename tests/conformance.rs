@@ -1,6 +1,6 @@
 //! Descriptor conformance on the private Tor network: a plain Arti onion service (Arti's own
 //! publisher, `testing/arti-plain-service/main.rs`) and a RustBalance node, both in restricted
-//! discovery for the same client, publish; the descriptors the HSDirs serve are compared field
+//! discovery for the same client and both with proof of work on, publish; the descriptors the HSDirs serve are compared field
 //! by field. Everything Arti's publisher declares for such a service (outer-layer fields,
 //! lifetime, flow control, protocols, PoW, intro-point authentication, single-onion, the
 //! intro points' link-specifier types, who can decrypt) must be in ours too, so the next gap of
@@ -81,13 +81,19 @@ fn our_descriptor_declares_every_field_arti_own_publisher_declares() {
     let (alice_line, alice) = keypair(11);
     let (_, bob) = keypair(12);
 
-    let plain = PlainArti::start(net, &dir.join("plain"), std::slice::from_ref(&alice_line));
+    let plain = PlainArti::start_with(
+        net,
+        &dir.join("plain"),
+        std::slice::from_ref(&alice_line),
+        true,
+    );
     let mut node = Node::init("conf", &net.target.http.to_string(), net);
-    let text = std::fs::read_to_string(&node.config).unwrap().replacen(
+    let mut text = std::fs::read_to_string(&node.config).unwrap().replacen(
         "[master]\n",
         &format!("[master]\nauthorized_clients = [{alice_line:?}]\n"),
         1,
     );
+    text.push_str("\n[pow]\nenabled = true\n");
     std::fs::write(&node.config, text).unwrap();
     node.start();
 
@@ -115,11 +121,36 @@ fn our_descriptor_declares_every_field_arti_own_publisher_declares() {
         arti.declared_capabilities(),
         "proto"
     );
+    // PoW on both: one `pow-params v1` line each, the same suggested effort (0 while idle; the
+    // floor is 0 by default), a seed that expires in the future and within Arti's longest seed
+    // lifetime (120 min; ours: the end of the 2-hour epoch).
+    let pow_of = |d: &HsDesc| -> Vec<(u32, std::time::SystemTime)> {
+        d.pow_params()
+            .iter()
+            .map(|p| match p {
+                tor_netdoc::doc::hsdesc::pow::PowParams::V1(v1) => {
+                    let expires = v1.seed().bounds_start_end().1.expect("an expiry");
+                    (u32::from(v1.suggested_effort()), expires)
+                }
+                _ => panic!("a pow-params scheme other than v1"),
+            })
+            .collect()
+    };
+    let (our_pow, arti_pow) = (pow_of(&ours), pow_of(&arti));
     assert_eq!(
-        ours.pow_params().len(),
-        arti.pow_params().len(),
-        "pow-params (PoW off on both)"
+        (our_pow.len(), arti_pow.len()),
+        (1, 1),
+        "one pow-params line each"
     );
+    assert_eq!(our_pow[0].0, arti_pow[0].0, "suggested effort");
+    let now = std::time::SystemTime::now();
+    for (what, (_, expires)) in [("ours", our_pow[0]), ("Arti's", arti_pow[0])] {
+        let left = expires.duration_since(now).expect("seed not yet expired");
+        assert!(
+            left <= Duration::from_secs(121 * 60),
+            "{what}: expires in {left:?}"
+        );
+    }
     assert_eq!(
         ours.is_single_onion_service(),
         arti.is_single_onion_service(),

@@ -6,7 +6,8 @@
 //!
 //! `arti_plain_service --arti-config FILE --dir DIR --target HOST:PORT [--auth-client KEY]...`
 //! prints `address: <onion>` once the service is launched, then runs until killed. With
-//! `--auth-client descriptor:x25519:<base32>` it runs in restricted discovery for those keys.
+//! `--auth-client descriptor:x25519:<base32>` it runs in restricted discovery for those keys;
+//! with `--pow` it enables proof of work (Arti's own seeds and `pow-params`).
 
 use std::sync::Arc;
 
@@ -51,6 +52,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = builder.build()?;
 
     let mut svc = String::from("nickname = \"plain\"\n");
+    if args.iter().any(|a| a == "--pow") {
+        svc.push_str("enable_pow = true\n");
+    }
     if !clients.is_empty() {
         svc.push_str(
             "[restricted_discovery]\nenabled = true\n[restricted_discovery.static_keys]\n",

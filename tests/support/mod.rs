@@ -1263,6 +1263,11 @@ impl PlainArti {
     /// `descriptor:x25519:` keys) if any. The example is built first if this profile lacks it
     /// (`cargo test` builds it; `cargo bench` may not).
     pub fn start(net: &Description, dir: &Path, auth: &[String]) -> PlainArti {
+        PlainArti::start_with(net, dir, auth, false)
+    }
+
+    /// [`PlainArti::start`], with Arti's proof of work on if `pow`.
+    pub fn start_with(net: &Description, dir: &Path, auth: &[String], pow: bool) -> PlainArti {
         use std::io::BufRead as _;
         let exe = std::env::current_exe().unwrap();
         let profile_dir = exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps
@@ -1287,6 +1292,9 @@ impl PlainArti {
             .args(["--target", &net.target.http.to_string()]);
         for a in auth {
             cmd.args(["--auth-client", a]);
+        }
+        if pow {
+            cmd.arg("--pow");
         }
         let mut child = cmd
             .stdout(Stdio::piped())
