@@ -4,7 +4,9 @@
 //! each node has in the merged descriptor.
 //!
 //! `cargo bench --bench spread` (harness = false). PRINTS the shares and asserts nothing about
-//! them. `RB_BENCH_CLIENTS` (fresh clients, default 45: the relays, all on 127.0.0.1, rate-limit circuit creation per address, and bursts of a few hundred time out), `RB_BENCH_PARALLEL` (at once, 6).
+//! them. `RB_BENCH_WEIGHTS` (`node.weight` of the three nodes, e.g. `2,1,1`; default `1,1,1`)
+//! and `RB_BENCH_INTRO_POINTS` (`publish.intro_points` per node, default 3): with more intro
+//! points than the relays allow in one descriptor, the weights decide the slots. `RB_BENCH_CLIENTS` (fresh clients, default 45: the relays, all on 127.0.0.1, rate-limit circuit creation per address, and bursts of a few hundred time out), `RB_BENCH_PARALLEL` (at once, 6).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -31,8 +33,23 @@ fn main() {
     let dir = scratch("spread");
     let token = new_token(&dir, "cluster.token");
     let hsdirs = HsDirs::new(net, &dir);
+    let weights: Vec<u32> = std::env::var("RB_BENCH_WEIGHTS")
+        .unwrap_or_else(|_| "1,1,1".into())
+        .split(',')
+        .map(|w| {
+            w.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("RB_BENCH_WEIGHTS: {w:?} is not a weight"))
+        })
+        .collect();
+    assert_eq!(weights.len(), 3, "RB_BENCH_WEIGHTS: three weights");
+    let intro_points = env_usize("RB_BENCH_INTRO_POINTS", 3);
     let mut nodes = trio("sp", net, &token);
-    for n in nodes.iter_mut() {
+    for (n, w) in nodes.iter_mut().zip(&weights) {
+        let text = std::fs::read_to_string(&n.node.config).unwrap();
+        let text = text.replacen("[node]\n", &format!("[node]\nweight = {w}\n"), 1)
+            + &format!("\n[publish]\nintro_points = {intro_points}\n");
+        std::fs::write(&n.node.config, text).unwrap();
         n.node.start();
     }
     let address = nodes[0].node.address.clone();
@@ -61,6 +78,19 @@ fn main() {
                 m["node_id"].as_str().unwrap_or("?").to_string(),
                 m["listed"].as_u64().unwrap_or(0),
             )
+        })
+        .collect();
+    // What one descriptor lists, per node: the mean share of each HSDir's descriptor.
+    let own: Vec<_> = nodes.iter().map(own_auth_keys).collect();
+    let served = hsdirs.per_hsdir(&address);
+    let per_desc: Vec<f64> = own
+        .iter()
+        .map(|o| {
+            served
+                .iter()
+                .map(|s| o.intersection(s).count() as f64 / s.len().max(1) as f64)
+                .sum::<f64>()
+                / served.len().max(1) as f64
         })
         .collect();
     let before: Vec<u64> = nodes.iter().map(rendezvous).collect();
@@ -139,23 +169,28 @@ fn main() {
     let after: Vec<u64> = nodes.iter().map(rendezvous).collect();
     let deltas: Vec<u64> = before.iter().zip(&after).map(|(b, a)| a - b).collect();
     let total: u64 = deltas.iter().sum();
-    let listed_total: u64 = listed.values().sum();
     println!("== load spread: 3 nodes, {clients} fresh clients ({parallel} at once) ==");
     println!(
         "fetches: {ok} ok, {failed} failed in {:.1} s; rendezvous requests counted on the nodes: {total}",
         elapsed.as_secs_f64()
     );
-    println!("node      rendezvous   share    listed intro points   share by listed   deviation from 1/3");
-    for (n, d) in nodes.iter().zip(&deltas) {
+    let weight_total: u32 = weights.iter().sum();
+    println!(
+        "weights {weights:?}, {intro_points} intro points per node, {} HSDir descriptors",
+        served.len()
+    );
+    println!("node      weight  rendezvous   share   by weight   listed (all windows)   share per descriptor   deviation from weighted share");
+    for ((n, d), (w, pd)) in nodes.iter().zip(&deltas).zip(weights.iter().zip(&per_desc)) {
         let id = n.node.name.clone();
         let share = *d as f64 / total.max(1) as f64;
+        let by_weight = f64::from(*w) / f64::from(weight_total);
         let l = listed.get(&id).copied().unwrap_or(0);
-        let by_listed = l as f64 / listed_total.max(1) as f64;
         println!(
-            "{id:8} {d:>10}   {:>5.1} %   {l:>10}            {:>6.1} %          {:>+6.1} %",
+            "{id:8} {w:>6}  {d:>10}   {:>5.1} %   {:>5.1} %   {l:>10}             {:>6.1} %               {:>+6.1} %",
             share * 100.0,
-            by_listed * 100.0,
-            (share * 3.0 - 1.0) * 100.0
+            by_weight * 100.0,
+            pd * 100.0,
+            (share / by_weight - 1.0) * 100.0
         );
     }
     println!("done (figures only; nothing about the spread is asserted)");

@@ -91,6 +91,7 @@ fn standby() -> NodeState {
         intro_points: IptSummary::default(),
         keys: KeyCoverage::default(),
         pow_effort: 0,
+        weight: 1,
     }
 }
 
@@ -216,6 +217,7 @@ fn warm_up() -> (Harness, Vec<Vec<u8>>) {
                 until_period: 7,
             },
             pow_effort: 40,
+            weight: 2,
         },
     );
     sent.extend(route(&mut nodes, &mut timers));

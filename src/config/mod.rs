@@ -147,6 +147,9 @@ pub struct NodeConfig {
     pub id: String,
     /// Publisher preference: the lowest number among live nodes publishes.
     pub priority: u32,
+    /// This node's share of intro-point slots when the nodes have more intro points than
+    /// descriptors list (beyond 20: distinct descriptors), relative to the other nodes'.
+    pub weight: u32,
 }
 
 /// Where the master identity comes from.

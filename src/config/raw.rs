@@ -214,10 +214,16 @@ struct RawNode {
     id: String,
     #[serde(default = "default_priority")]
     priority: u32,
+    #[serde(default = "default_weight")]
+    weight: u32,
 }
 
 fn default_priority() -> u32 {
     100
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 #[derive(Debug, Deserialize)]
@@ -421,9 +427,13 @@ impl RawNode {
                 "must be 1-64 characters of A-Z a-z 0-9 . _ -",
             ));
         }
+        if !(1..=100).contains(&self.weight) {
+            return Err(invalid("node.weight", self.weight, "must be from 1 to 100"));
+        }
         Ok(NodeConfig {
             id: self.id,
             priority: self.priority,
+            weight: self.weight,
         })
     }
 }

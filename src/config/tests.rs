@@ -615,3 +615,18 @@ fn pow_defaults_and_bounds() {
         assert!(e.contains(want), "{extra:?}: {e}");
     }
 }
+
+#[test]
+fn node_weight_defaults_to_one_and_is_bounded() {
+    let c = Config::from_toml(&minimal(), &base()).unwrap();
+    assert_eq!(c.node.weight, 1);
+    let with = |w: &str| minimal().replacen("[node]\n", &format!("[node]\nweight = {w}\n"), 1);
+    assert_eq!(
+        Config::from_toml(&with("3"), &base()).unwrap().node.weight,
+        3
+    );
+    for bad in ["0", "101"] {
+        let e = err(&with(bad));
+        assert!(e.contains("node.weight"), "{bad}: {e}");
+    }
+}

@@ -75,6 +75,7 @@ impl Cluster {
         let service = membership::ServiceConfig {
             node_id: config.node.id.clone(),
             priority: config.node.priority,
+            weight: config.node.weight,
             keys,
             psk: token.preshared_key(),
             listen: mesh.listen,

@@ -233,6 +233,7 @@ pub async fn run(inputs: NodeInputs, cluster: &Cluster, mut shutdown: watch::Rec
         refresh: config.publish.republish_interval,
         lifetime: config.publish.descriptor_lifetime,
         max_clock_skew: config.publish.max_clock_skew,
+        weight: config.node.weight,
     };
     let (own_tx, own_rx) = watch::channel(OwnIntroPoints {
         descs: Vec::new(),
@@ -489,6 +490,7 @@ fn peer_sets(peers: &[PeerIpts]) -> Vec<NodeIntroPoints> {
         .map(|p| NodeIntroPoints {
             node_id: p.node_id.clone(),
             healthy: p.healthy,
+            weight: p.weight,
             descs: p
                 .ipts
                 .iter()

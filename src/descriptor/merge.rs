@@ -78,7 +78,8 @@ pub fn intro_relay(d: &IntroPointDesc) -> Option<tor_llcrypto::pk::rsa::RsaIdent
 }
 
 /// One descriptor's intro points from per-node lists: at most `cap`, no two with the same
-/// `key` (relay), as many nodes as the keys allow, then a fair round-robin share each.
+/// `key` (relay), as many nodes as the keys allow, then a fair round-robin share each
+/// ([`pick_window_weighted`] with equal weights).
 ///
 /// Why no relay twice: a C tor client matches the intro circuit it built back to the
 /// descriptor entry by the relay's RSA identity (`find_desc_intro_point_by_legacy_id` in
@@ -95,6 +96,21 @@ pub fn pick_window<T: Clone, K: PartialEq>(
     cap: usize,
     rotate: usize,
 ) -> Vec<(String, T)> {
+    pick_window_weighted(sets, &vec![1; sets.len()], key, cap, rotate)
+}
+
+/// [`pick_window`] where node `i` gets `weights[i]` shares of the slots after the first round:
+/// each next slot goes to the node furthest below its weighted share (items / weight) that
+/// still has an item on a free key, ties in the rotated order. Equal weights are round-robin.
+/// A missing weight counts as 1, a zero weight as 1.
+pub fn pick_window_weighted<T: Clone, K: PartialEq>(
+    sets: &[(String, Vec<T>)],
+    weights: &[u32],
+    key: impl Fn(&T) -> K,
+    cap: usize,
+    rotate: usize,
+) -> Vec<(String, T)> {
+    let weight = |u: usize| u64::from(weights.get(u).copied().unwrap_or(1).max(1));
     let n = sets.len();
     if n == 0 || cap == 0 {
         return Vec::new();
@@ -158,6 +174,7 @@ pub fn pick_window<T: Clone, K: PartialEq>(
     }
     let mut used = vec![false; all_keys.len()];
     let mut taken: Vec<Vec<bool>> = sets.iter().map(|(_, v)| vec![false; v.len()]).collect();
+    let mut count = vec![0u64; n];
     let mut out = Vec::new();
     for &u in &order {
         if let Some(k) = owner.iter().position(|o| o.is_some_and(|(v, _)| v == u)) {
@@ -166,31 +183,37 @@ pub fn pick_window<T: Clone, K: PartialEq>(
             taken[u][j] = true;
             if out.len() < cap {
                 out.push((sets[u].0.clone(), sets[u].1[j].clone()));
+                count[u] += 1;
             }
         }
     }
-    // Round-robin fill.
-    loop {
-        let mut any = false;
+    // Weighted fill: the node furthest below its share next (round-robin for equal weights).
+    while out.len() < cap {
+        let mut best: Option<(usize, usize)> = None;
         for &u in &order {
-            if out.len() == cap {
-                return out;
-            }
-            let next = cands[u]
+            let Some(j) = cands[u]
                 .iter()
                 .copied()
-                .find(|&j| !taken[u][j] && !used[key_of[u][j]]);
-            if let Some(j) = next {
-                taken[u][j] = true;
-                used[key_of[u][j]] = true;
-                out.push((sets[u].0.clone(), sets[u].1[j].clone()));
-                any = true;
+                .find(|&j| !taken[u][j] && !used[key_of[u][j]])
+            else {
+                continue;
+            };
+            let below = match best {
+                None => true,
+                // count[u] / w[u] < count[b] / w[b], without division.
+                Some((b, _)) => count[u] * weight(b) < count[b] * weight(u),
+            };
+            if below {
+                best = Some((u, j));
             }
         }
-        if !any {
-            return out;
-        }
+        let Some((u, j)) = best else { break };
+        taken[u][j] = true;
+        used[key_of[u][j]] = true;
+        count[u] += 1;
+        out.push((sets[u].0.clone(), sets[u].1[j].clone()));
     }
+    out
 }
 
 /// An item with its set and its position in that set.
@@ -201,6 +224,18 @@ type Placed<T> = (usize, usize, T);
 /// the i-th rotated by i, so different HSDirs get different subsets.
 pub fn merged_windows<T: Clone, K: PartialEq>(
     sets: &[(String, Vec<T>)],
+    key: impl Fn(&T) -> K + Copy,
+    size: usize,
+    count: usize,
+) -> Vec<Vec<(String, T)>> {
+    merged_windows_weighted(sets, &vec![1; sets.len()], key, size, count)
+}
+
+/// [`merged_windows`] with each window picked by [`pick_window_weighted`]: beyond `size`
+/// intro points, node `i`'s share of every window follows `weights[i]`.
+pub fn merged_windows_weighted<T: Clone, K: PartialEq>(
+    sets: &[(String, Vec<T>)],
+    weights: &[u32],
     key: impl Fn(&T) -> K + Copy,
     size: usize,
     count: usize,
@@ -228,7 +263,7 @@ pub fn merged_windows<T: Clone, K: PartialEq>(
                 )
             })
             .collect();
-        let picked = pick_window(&ordered, |(_, _, t)| key(t), size, i);
+        let picked = pick_window_weighted(&ordered, weights, |(_, _, t)| key(t), size, i);
         let mut window = Vec::new();
         for (node, (n, j, item)) in picked {
             uses[n][j] += 1;
@@ -432,5 +467,38 @@ mod tests {
         let mut bad = w.clone();
         bad.link_specifiers.clear();
         assert!(ipt_from_wire(&bad).is_err());
+    }
+
+    #[test]
+    fn beyond_the_cap_shares_follow_the_weights() {
+        // Three nodes with 20 intro points each on relays of their own: 60 > 20.
+        let sets: Vec<(String, Vec<u32>)> = (0..3u32)
+            .map(|n| (format!("n{n}"), (0..20).map(|i| n * 100 + i).collect()))
+            .collect();
+        let shares = |weights: &[u32]| -> Vec<usize> {
+            let windows = merged_windows_weighted(&sets, weights, |r: &u32| *r, 20, 8);
+            let mut total = vec![0; 3];
+            for w in &windows {
+                assert_eq!(w.len(), 20);
+                relays_of(w, |r| *r);
+                for (node, _) in w {
+                    total[node[1..].parse::<usize>().unwrap()] += 1;
+                }
+            }
+            total
+        };
+        // Equal: 7/7/6 per window, the 6 rotating.
+        let equal = shares(&[1, 1, 1]);
+        assert_eq!(equal.iter().sum::<usize>(), 160);
+        assert!(equal.iter().all(|&s| (53..=54).contains(&s)), "{equal:?}");
+        // 2:1:1 is 10/5/5 of every window, 3:1:1 12/4/4 (a weight of 0 counts as 1).
+        assert_eq!(shares(&[2, 1, 1]), vec![80, 40, 40], "2:1:1");
+        assert_eq!(shares(&[3, 1, 0]), vec![96, 32, 32], "3:1:1");
+        // Below the cap every intro point is listed whatever the weights.
+        let few: Vec<(String, Vec<u32>)> = (0..3u32)
+            .map(|n| (format!("n{n}"), (0..3).map(|i| n * 100 + i).collect()))
+            .collect();
+        let w = merged_windows_weighted(&few, &[5, 1, 1], |r: &u32| *r, 20, 8);
+        assert_eq!((w.len(), w[0].len()), (1, 9));
     }
 }

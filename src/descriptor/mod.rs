@@ -32,7 +32,10 @@ use tor_units::IntegerMinutes;
 mod merge;
 #[cfg(test)]
 pub(crate) use merge::test_ipt_wire;
-pub use merge::{intro_relay, ipt_from_wire, ipt_to_wire, merged_windows, pick_window, IptWire};
+pub use merge::{
+    intro_relay, ipt_from_wire, ipt_to_wire, merged_windows, merged_windows_weighted, pick_window,
+    pick_window_weighted, IptWire,
+};
 
 /// Clients use at most this many intro points of a descriptor.
 pub const MAX_INTRO_POINTS: usize = 20;

@@ -141,6 +141,7 @@ mod tests {
             lifecycle: Lifecycle::Healthy,
             keys,
             pow_effort: None,
+            weight: None,
         }
     }
 

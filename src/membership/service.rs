@@ -121,6 +121,8 @@ pub struct PeerIpts {
     pub ipts: Vec<IptWire>,
     /// Its own suggested PoW effort.
     pub pow_effort: u32,
+    /// Its weight (`node.weight`).
+    pub weight: u32,
 }
 
 /// Everything needed to start the task.
@@ -129,6 +131,8 @@ pub struct ServiceConfig {
     pub node_id: String,
     /// Its priority.
     pub priority: u32,
+    /// Its weight (`node.weight`).
+    pub weight: u32,
     /// WireGuard keys.
     pub keys: MeshKeys,
     /// The cluster token's preshared key.
@@ -187,6 +191,9 @@ pub struct MemberStatus {
     /// Its own suggested PoW effort (absent until its first state arrived).
     #[serde(default)]
     pub pow_effort: Option<u32>,
+    /// Its weight (absent until its first state arrived).
+    #[serde(default)]
+    pub weight: Option<u32>,
 }
 
 /// The mesh part of `rustbalance status`.
@@ -271,6 +278,7 @@ pub async fn start(
         intro_points: IptSummary::default(),
         keys: initial.keys,
         pow_effort: initial.pow_effort,
+        weight: config.weight,
     };
     let membership = Membership::new(
         me,
@@ -393,6 +401,7 @@ fn peer_ipts(agent: &Agent) -> Vec<PeerIpts> {
                 generation,
                 ipts,
                 pow_effort: state.pow_effort,
+                weight: state.weight,
             })
         })
         .collect()
@@ -525,6 +534,7 @@ fn status(agent: &Agent, now: WallTime, transport: EndpointStats) -> MeshStatus 
                 lifecycle: Lifecycle::of(p.liveness, p.duplicate_id, p.state.as_ref()),
                 keys: p.state.as_ref().map(|s| s.keys),
                 pow_effort: p.state.as_ref().map(|s| s.pow_effort),
+                weight: p.state.as_ref().map(|s| s.weight),
             }
         })
         .collect();

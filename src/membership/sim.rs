@@ -214,6 +214,7 @@ impl Sim {
             intro_points: IptSummary::default(),
             keys: Default::default(),
             pow_effort: 0,
+            weight: 1,
         };
         let seed = self.rng.random::<u64>();
         let mut membership = Membership::new(me, self.membership, local, &seeds, seed);

@@ -247,6 +247,8 @@ pub struct NodeState {
     pub keys: KeyCoverage,
     /// Its own suggested PoW effort (Arti's, from its queue; 0 without PoW).
     pub pow_effort: u32,
+    /// `node.weight`: its share of intro-point slots, relative to the others'.
+    pub weight: u32,
 }
 
 /// A node's master key coverage, as it advertises it (`status` shows it per member).
@@ -425,6 +427,7 @@ mod tests {
                     until_period: 4_989_300,
                 },
                 pow_effort: 120,
+                weight: 3,
             },
             echo: Some(Echo {
                 timestamp: 1_699_999_999_000,

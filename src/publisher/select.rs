@@ -15,27 +15,40 @@ pub struct NodeIntroPoints {
     pub healthy: bool,
     /// Its intro points as descriptor entries.
     pub descs: Vec<IntroPointDesc>,
+    /// `node.weight`: its share of the slots beyond 20 intro points.
+    pub weight: u32,
+}
+
+/// The merge input: each eligible node's intro points, and the nodes' weights in that order.
+#[derive(Debug, Clone, Default)]
+pub struct MergeInput {
+    /// Per node: its id and intro points.
+    pub sets: Vec<(String, Vec<IntroPointDesc>)>,
+    /// Per node, in the same order: its weight.
+    pub weights: Vec<u32>,
 }
 
 /// The nodes whose intro points go into the merged descriptor(s): healthy nodes only; if no
 /// node is healthy, every node (a descriptor that lists intro points that exist beats none).
 /// `descriptor::merged_windows` then picks each descriptor's at most 20, one per relay.
-pub fn eligible(sets: &[NodeIntroPoints]) -> Vec<(String, Vec<IntroPointDesc>)> {
+pub fn eligible(sets: &[NodeIntroPoints]) -> MergeInput {
     let any_healthy = sets.iter().any(|s| s.healthy && !s.descs.is_empty());
-    sets.iter()
-        .filter(|s| s.healthy || !any_healthy)
-        .map(|s| (s.node_id.clone(), s.descs.clone()))
-        .collect()
+    let chosen: Vec<&NodeIntroPoints> = sets.iter().filter(|s| s.healthy || !any_healthy).collect();
+    MergeInput {
+        sets: chosen
+            .iter()
+            .map(|s| (s.node_id.clone(), s.descs.clone()))
+            .collect(),
+        weights: chosen.iter().map(|s| s.weight).collect(),
+    }
 }
 
 /// The descriptors of a period with an HSDir ring of `ring`: each window's intro points, by
 /// node. The HSDir at ring position `i` gets window `i % windows.len()`.
-pub fn windows(
-    input: &[(String, Vec<IntroPointDesc>)],
-    ring: usize,
-) -> Vec<Vec<(String, IntroPointDesc)>> {
-    descriptor::merged_windows(
-        input,
+pub fn windows(input: &MergeInput, ring: usize) -> Vec<Vec<(String, IntroPointDesc)>> {
+    descriptor::merged_windows_weighted(
+        &input.sets,
+        &input.weights,
         descriptor::intro_relay,
         descriptor::MAX_INTRO_POINTS,
         ring,
@@ -68,11 +81,14 @@ pub fn contributions(
         .collect()
 }
 
-/// A comparable fingerprint of a merge input: node ids with their intro points' auth keys.
-pub fn fingerprint(input: &[(String, Vec<IntroPointDesc>)]) -> Vec<(String, Vec<[u8; 32]>)> {
+/// A comparable fingerprint of a merge input: node ids with their weights and their intro
+/// points' auth keys.
+pub fn fingerprint(input: &MergeInput) -> Vec<(String, u32, Vec<[u8; 32]>)> {
     input
+        .sets
         .iter()
-        .map(|(node, descs)| {
+        .zip(&input.weights)
+        .map(|((node, descs), weight)| {
             let keys = descs
                 .iter()
                 .map(|d| {
@@ -80,7 +96,7 @@ pub fn fingerprint(input: &[(String, Vec<IntroPointDesc>)]) -> Vec<(String, Vec<
                     k.to_bytes()
                 })
                 .collect();
-            (node.clone(), keys)
+            (node.clone(), *weight, keys)
         })
         .collect()
 }

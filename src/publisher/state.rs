@@ -59,6 +59,8 @@ pub struct Settings {
     pub lifetime: Duration,
     /// How far the clock may be outside the consensus's validity.
     pub max_clock_skew: Duration,
+    /// This node's `node.weight`.
+    pub weight: u32,
 }
 
 /// One period the network publishes for, as the publisher needs it.
@@ -217,8 +219,8 @@ pub struct Publisher {
     peers: Vec<NodeIntroPoints>,
     network: Option<(SystemTime, SystemTime, Capabilities)>,
     periods: Vec<PeriodState>,
-    input: Vec<(String, Vec<IntroPointDesc>)>,
-    input_print: Vec<(String, Vec<[u8; 32]>)>,
+    input: select::MergeInput,
+    input_print: Vec<(String, u32, Vec<[u8; 32]>)>,
     merged: Vec<NodeContribution>,
     clock_error: Option<String>,
     next_id: u64,
@@ -237,7 +239,7 @@ impl Publisher {
             peers: Vec::new(),
             network: None,
             periods: Vec::new(),
-            input: Vec::new(),
+            input: select::MergeInput::default(),
             input_print: Vec::new(),
             merged: Vec::new(),
             clock_error: None,
@@ -292,6 +294,7 @@ impl Publisher {
             node_id: self.node_id.clone(),
             healthy: self.own_healthy,
             descs: self.own.clone(),
+            weight: self.settings.weight,
         }];
         sets.extend(self.peers.iter().cloned());
         let input = select::eligible(&sets);
@@ -377,7 +380,7 @@ impl Publisher {
         if !self.publishing || self.clock_error.is_some() {
             return Vec::new();
         }
-        if self.input.iter().all(|(_, d)| d.is_empty()) {
+        if self.input.sets.iter().all(|(_, d)| d.is_empty()) {
             return Vec::new();
         }
         let mut jobs = Vec::new();
@@ -685,7 +688,7 @@ impl Publisher {
             // The clock may be fixed (NTP) before the next consensus arrives.
             return Some(now + CLOCK_RECHECK);
         }
-        if self.input.iter().all(|(_, d)| d.is_empty()) {
+        if self.input.sets.iter().all(|(_, d)| d.is_empty()) {
             return None;
         }
         self.periods

@@ -51,5 +51,6 @@ pub fn peer(node: &str, healthy: bool, relays: &[u8]) -> NodeIntroPoints {
         node_id: node.into(),
         healthy,
         descs: relays.iter().map(|r| ipt(*r)).collect(),
+        weight: 1,
     }
 }

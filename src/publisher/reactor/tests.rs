@@ -15,6 +15,7 @@ const SETTINGS: Settings = Settings {
     refresh: Duration::from_secs(3600),
     lifetime: Duration::from_secs(3 * 3600),
     max_clock_skew: Duration::from_secs(300),
+    weight: 1,
 };
 
 /// HSDirs that answer after 200 ms, or never (`hang`); they count uploads started and

@@ -17,6 +17,7 @@ const SETTINGS: Settings = Settings {
     refresh: Duration::from_secs(3600),
     lifetime: Duration::from_secs(3 * 3600),
     max_clock_skew: Duration::from_secs(300),
+    weight: 1,
 };
 
 /// A master identity, one period, eight fake HSDirs, and a clock: `now` and the wall clock
