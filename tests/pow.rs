@@ -97,6 +97,50 @@ fn through_every_node(
     panic!("{phase}: not every node verified a solved request: {states:#?}");
 }
 
+/// A request sent a header line every 10 s (the target drops a connection idle for 30 s) on
+/// a stream held open, answered when finished.
+struct Trickle {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, Result<testnet::client::HttpResponse, String>)>,
+}
+
+fn trickle(mut stream: std::net::TcpStream, host: &str, path: &str) -> Trickle {
+    use std::io::{Read as _, Write as _};
+    use std::sync::atomic::Ordering;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&stop);
+    let head = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n");
+    let thread = std::thread::spawn(move || {
+        let mut lines = 0;
+        let mut run = || -> Result<testnet::client::HttpResponse, String> {
+            stream
+                .write_all(head.as_bytes())
+                .map_err(|e| e.to_string())?;
+            while !flag.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_secs(10));
+                stream
+                    .write_all(format!("X-Held: {lines}\r\n").as_bytes())
+                    .map_err(|e| format!("after {lines} lines: {e}"))?;
+                lines += 1;
+            }
+            stream.write_all(b"\r\n").map_err(|e| e.to_string())?;
+            let mut raw = Vec::new();
+            stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+            testnet::client::parse_response(&raw).map_err(|e| e.to_string())
+        };
+        let r = run();
+        (lines, r)
+    });
+    Trickle { stop, thread }
+}
+
+impl Trickle {
+    fn finish(self) -> (usize, Result<testnet::client::HttpResponse, String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().expect("the trickle thread")
+    }
+}
+
 /// Every node's status agrees on the advertised seed, and has it loaded.
 fn every_node_holds(nodes: &[&ClusterNode], head: &str) -> bool {
     nodes.iter().all(|n| {
@@ -176,9 +220,23 @@ fn every_node_verifies_the_one_advertised_seed_across_rotations_and_periods() {
     through_every_node(net, &nodes, &address, "first");
     no_failures(&nodes);
 
-    // A seed rotation: every node loads the next epoch's seeds at its own offset; the
-    // descriptor moves to the new seed; the client (its cache purged) still gets in through
-    // every node.
+    // A seed rotation: every node loads the next epoch's seeds at its own offset (relaunching
+    // its service); the descriptor moves to the new seed; the client (its cache purged) still
+    // gets in through every node. A stream opened before the relaunches still works after
+    // them: a relaunch keeps established rendezvous circuits.
+    let held = testnet::client::socks5_connect(
+        net.client.socks,
+        &address,
+        80,
+        Some("held-across-relaunch"),
+        Duration::from_secs(60),
+    )
+    .expect("a stream opened before the rotation");
+    let held = trickle(held, &address, &net.target.index_path);
+    let loaded_before: Vec<u64> = nodes
+        .iter()
+        .map(|n| pow(n)["loaded_epoch"].as_u64().unwrap_or(0))
+        .collect();
     let head2 = wait_for(
         Duration::from_secs(240),
         "the next epoch's seed served",
@@ -192,6 +250,17 @@ fn every_node_verifies_the_one_advertised_seed_across_rotations_and_periods() {
     wait_for(LIMIT, "every node verifying the rotated seed", || {
         every_node_holds(&nodes, &head2).then_some(())
     });
+    wait_for(
+        LIMIT,
+        "every node relaunched with the next epoch's seeds",
+        || {
+            nodes
+                .iter()
+                .zip(&loaded_before)
+                .all(|(n, b)| pow(n)["loaded_epoch"].as_u64().is_some_and(|e| e > *b))
+                .then_some(())
+        },
+    );
     for n in &nodes {
         assert!(
             n.node.log().contains("to load new PoW seeds"),
@@ -199,6 +268,10 @@ fn every_node_verifies_the_one_advertised_seed_across_rotations_and_periods() {
             n.node.name
         );
     }
+    let (lines, r) = held.finish();
+    let r = r.expect("the stream opened before the relaunches");
+    assert_eq!(r.status, 200, "a stream held across every node's relaunch");
+    eprintln!("a stream held across the relaunches carried {lines} header lines, then a 200");
     std::thread::sleep(Duration::from_secs(11));
     newnym(net);
     through_every_node(net, &nodes, &address, "rotated");
