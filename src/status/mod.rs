@@ -543,6 +543,49 @@ mod tests {
         assert_eq!(period_range("not a slug"), "not a slug");
         assert_eq!(period_range("1_0_0"), "1_0_0");
     }
+
+    #[test]
+    fn the_text_view_shows_pow_heads_efforts_and_counters() {
+        let mut s = Snapshot::starting("n1", "x.onion");
+        assert!(!s.render().contains("pow:"), "nothing while PoW is off");
+        s.pow = Some(PowStatus {
+            seed_rotation_secs: 7200,
+            epoch: 250_001,
+            expires_at: 0,
+            advertised: vec![PowSeedHead {
+                period: "4989240_6_180".into(),
+                heads: vec!["5e44575c".into()],
+            }],
+            loaded_epoch: Some(250_001),
+            loaded: Vec::new(),
+            relaunch_offset_secs: 40,
+            own_effort: 12,
+            advertised_effort: 30,
+            effort_bounds: (0, 10_000),
+            queue_depth: 8192,
+            counters: crate::pow::counters::PowCounts {
+                verified: 5,
+                failed: 1,
+                enqueued: 9,
+                dropped: 2,
+                expired: 1,
+                ..Default::default()
+            },
+            state_error: Some("pow_manager.json: bad".into()),
+        });
+        let text = s.render();
+        for want in [
+            "pow: on, seed epoch 250001 (heads 5e44575c), effort 30 advertised / 12 own",
+            "5 verified, 1 failed, 3 dropped of 9 queued (depth 8192)",
+            "pow state not readable: pow_manager.json: bad",
+        ] {
+            assert!(text.contains(want), "{want:?} missing in\n{text}");
+        }
+        // The JSON carries the same, and reads back.
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Snapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.pow, s.pow);
+    }
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::watch;
 
