@@ -413,25 +413,7 @@ mod tests {
         };
         j.refused.insert(crate::join::wire::RefusalCode::UsedUp, 3);
         s.join = Some(j);
-        s.pow = Some(crate::status::PowStatus {
-            seed_rotation_secs: 7200,
-            epoch: 250_000,
-            expires_at: 0,
-            advertised: Vec::new(),
-            loaded_epoch: Some(250_000),
-            loaded: Vec::new(),
-            relaunch_offset_secs: 40,
-            own_effort: 12,
-            advertised_effort: 30,
-            effort_bounds: (0, 10_000),
-            queue_depth: 8192,
-            counters: crate::pow::counters::PowCounts {
-                verified: 5,
-                dropped: 2,
-                ..Default::default()
-            },
-            state_error: None,
-        });
+        s.pow = Some(crate::status::PowStatus::example());
         let live = Live::default();
         live.rend_circuit_built(std::time::Duration::from_millis(1500));
         let text = render(&s, &live).unwrap();
@@ -452,7 +434,8 @@ mod tests {
             "rustbalance_pow_effort{which=\"advertised\"} 30",
             "rustbalance_pow_verified_total 5",
             "rustbalance_pow_dropped_total{reason=\"queue_full\"} 2",
-            "rustbalance_pow_seed_epoch 250000",
+            "rustbalance_pow_dropped_total{reason=\"expired\"} 1",
+            "rustbalance_pow_seed_epoch 250001",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -173,6 +173,38 @@ pub struct PowStatus {
     pub state_error: Option<String>,
 }
 
+#[cfg(test)]
+impl PowStatus {
+    /// A PoW status with every field set: for the text view's and the metrics' tests.
+    pub(crate) fn example() -> PowStatus {
+        PowStatus {
+            seed_rotation_secs: 7200,
+            epoch: 250_001,
+            expires_at: 0,
+            advertised: vec![PowSeedHead {
+                period: "4989240_6_180".into(),
+                heads: vec!["5e44575c".into()],
+            }],
+            loaded_epoch: Some(250_001),
+            loaded: Vec::new(),
+            relaunch_offset_secs: 40,
+            own_effort: 12,
+            advertised_effort: 30,
+            effort_bounds: (0, 10_000),
+            queue_depth: 8192,
+            counters: crate::pow::counters::PowCounts {
+                verified: 5,
+                verified_effort: 150,
+                failed: 1,
+                enqueued: 9,
+                dropped: 2,
+                expired: 1,
+            },
+            state_error: Some("pow_manager.json: bad".into()),
+        }
+    }
+}
+
 /// A seed head for one period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PowSeedHead {
@@ -548,31 +580,7 @@ mod tests {
     fn the_text_view_shows_pow_heads_efforts_and_counters() {
         let mut s = Snapshot::starting("n1", "x.onion");
         assert!(!s.render().contains("pow:"), "nothing while PoW is off");
-        s.pow = Some(PowStatus {
-            seed_rotation_secs: 7200,
-            epoch: 250_001,
-            expires_at: 0,
-            advertised: vec![PowSeedHead {
-                period: "4989240_6_180".into(),
-                heads: vec!["5e44575c".into()],
-            }],
-            loaded_epoch: Some(250_001),
-            loaded: Vec::new(),
-            relaunch_offset_secs: 40,
-            own_effort: 12,
-            advertised_effort: 30,
-            effort_bounds: (0, 10_000),
-            queue_depth: 8192,
-            counters: crate::pow::counters::PowCounts {
-                verified: 5,
-                failed: 1,
-                enqueued: 9,
-                dropped: 2,
-                expired: 1,
-                ..Default::default()
-            },
-            state_error: Some("pow_manager.json: bad".into()),
-        });
+        s.pow = Some(PowStatus::example());
         let text = s.render();
         for want in [
             "pow: on, seed epoch 250001 (heads 5e44575c), effort 30 advertised / 12 own",
