@@ -313,7 +313,7 @@ fn check_length(length_minutes: u32) -> Result<(), String> {
 }
 
 /// Make sure `dir` is a directory, creating it (and its parents) with mode `0700` if missing.
-fn ensure_dir(dir: &Path) -> Result<(), KeyError> {
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), KeyError> {
     let create_err = |source: io::Error| KeyError::CreateDir {
         path: dir.to_owned(),
         source,

@@ -98,14 +98,7 @@ pub fn generate_cluster_token_file(path: &Path) -> Result<(), KeyError> {
 pub fn load_or_create_secret(path: &Path) -> Result<zeroize::Zeroizing<[u8; 32]>, KeyError> {
     if path.symlink_metadata().is_err() {
         if let Some(dir) = path.parent() {
-            let mut builder = std::fs::DirBuilder::new();
-            builder.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-            builder.create(dir).map_err(|source| KeyError::Write {
-                path: dir.to_owned(),
-                source,
-            })?;
+            super::ensure_dir(dir)?;
         }
         let mut raw = zeroize::Zeroizing::new([0u8; 32]);
         rand::fill(&mut raw[..]);

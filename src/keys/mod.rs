@@ -40,6 +40,7 @@ mod mesh_files;
 mod source;
 
 pub use address::OnionAddress;
+pub(crate) use blinded::ensure_dir;
 pub use blinded::{
     blinded_dir_master, blinded_key_bytes, covering, decode_blinded_key, export_blinded,
     export_count_for_days, load_blinded_dir, period_at, store_blinded_key, BlindedKey,

@@ -79,13 +79,7 @@ pub fn write(
     let text = serde_json::to_vec_pretty(&record).map_err(|e| bad(e.to_string()))?;
     if let Some(dir) = path.parent() {
         // Private, as Arti's permission checks require of its state directories.
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder
-            .create(dir)
-            .map_err(|e| bad(format!("creating its directory: {e}")))?;
+        crate::keys::ensure_dir(dir).map_err(|e| bad(format!("its directory: {e}")))?;
     }
     let tmp = path.with_extension("json.tmp");
     {
