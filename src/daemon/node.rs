@@ -112,15 +112,9 @@ impl PowSide {
                 }
             }
         }
-        let highest = std::iter::once((healthy, self.own))
-            .chain(peers)
-            .filter(|(h, _)| *h)
-            .map(|(_, e)| e)
-            .max()
-            .unwrap_or(0);
-        let next = crate::pow::advertise(
+        let next = crate::pow::advertise_for(
             self.advertised,
-            highest,
+            std::iter::once((healthy, self.own)).chain(peers),
             config.min_effort,
             config.max_effort,
         );

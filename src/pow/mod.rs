@@ -23,7 +23,7 @@ pub mod counters;
 pub mod plan;
 pub mod seeds;
 
-pub use plan::{advertise, Planner};
+pub use plan::{advertise, advertise_for, Planner};
 pub use seeds::{PowKey, Schedule};
 
 /// Why PoW state could not be written or read.

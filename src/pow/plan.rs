@@ -126,6 +126,23 @@ impl Planner {
     }
 }
 
+/// The suggested effort to advertise after `last`, from every node's (healthy, own suggestion):
+/// the highest of the healthy nodes' suggestions (0 when none is healthy), by [`advertise`].
+pub fn advertise_for(
+    last: u32,
+    nodes: impl IntoIterator<Item = (bool, u32)>,
+    min: u32,
+    max: u32,
+) -> u32 {
+    let highest = nodes
+        .into_iter()
+        .filter(|(healthy, _)| *healthy)
+        .map(|(_, e)| e)
+        .max()
+        .unwrap_or(0);
+    advertise(last, highest, min, max)
+}
+
 /// The suggested effort to advertise, given the last advertised and the highest suggestion of
 /// the healthy nodes: kept within `[min, max]`, and moved only when it changes by at least
 /// 15 % (Arti's `SUGGESTED_EFFORT_DEADZONE`, from the PoW spec), so small wobbles do not
@@ -265,6 +282,18 @@ mod tests {
             advertise(5, 5, 20, 10_000),
             20,
             "a floor raised later applies at once"
+        );
+    }
+
+    #[test]
+    fn the_busiest_healthy_node_sets_the_effort_and_unhealthy_ones_do_not() {
+        let nodes = [(true, 40), (false, 900), (true, 120)];
+        assert_eq!(advertise_for(0, nodes, 0, 10_000), 120);
+        assert_eq!(advertise_for(0, [(false, 900)], 0, 10_000), 0);
+        assert_eq!(advertise_for(0, [(false, 900)], 16, 10_000), 16);
+        assert_eq!(
+            advertise_for(100, [(true, 110), (true, 90)], 0, 10_000),
+            100
         );
     }
 }
