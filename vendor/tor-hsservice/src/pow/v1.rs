@@ -407,9 +407,11 @@ impl<R: Runtime, Q: MockableRendRequest + Send + 'static> PowManagerGeneric<R, Q
                     let new_suggested_effort: u32 =
                         (*inner.suggested_effort.lock().expect("Lock poisoned")).into();
 
-                    let percent_change =
-                        f64::from(new_suggested_effort - last_published_suggested_effort)
-                            / f64::from(last_published_suggested_effort);
+                    // RUSTBALANCE PATCH: in f64, not u32: a falling effort made the u32
+                    // subtraction overflow (a panic that ended this loop in debug builds).
+                    let percent_change = (f64::from(new_suggested_effort)
+                        - f64::from(last_published_suggested_effort))
+                        / f64::from(last_published_suggested_effort);
                     if percent_change.abs() >= SUGGESTED_EFFORT_DEADZONE {
                         last_published_suggested_effort = new_suggested_effort;
 
@@ -419,6 +421,17 @@ impl<R: Runtime, Q: MockableRendRequest + Send + 'static> PowManagerGeneric<R, Q
                     let publisher_update_tx = inner.publisher_update_tx.clone();
                     (tps_to_update, publisher_update_tx)
                 };
+
+                // RUSTBALANCE PATCH: the new effort is stored at once (the way the seed
+                // check stores it). Upstream stores it only with the next seed check, up to
+                // HS_UPDATE_PERIOD later, and the state file is how RustBalance reads it.
+                {
+                    let mut state = self.0.write().expect("Lock poisoned");
+                    let record = state.to_record();
+                    if let Err(err) = state.storage_handle.store(&record) {
+                        warn_report!(err, "Error saving PoW state");
+                    }
+                }
 
                 for time_period in tps_to_update {
                     let _ = publisher_update_tx.send(time_period).await;
