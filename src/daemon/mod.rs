@@ -334,7 +334,12 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let repair_task = config.repair.enabled.then(|| {
         tokio::spawn(crate::repair::task::run(
             config.repair.clone(),
-            crate::repair::arti::ArtiTor::new(Arc::clone(&client), intro_relays, relaunch_tx),
+            crate::repair::arti::ArtiTor::new(
+                Arc::clone(&client),
+                intro_relays,
+                relaunch_tx,
+                live_metrics.rend_circuits.clone(),
+            ),
             tor_ok_tx,
             repair_tx,
             shutdown.clone(),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use arti_client::TorClient;
 use futures::future::BoxFuture;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot, watch};
 use tor_linkspec::{OwnedCircTarget, RelayIds};
 use tor_netdir::WeightRole;
@@ -26,21 +27,25 @@ pub struct ArtiTor<R: Runtime> {
     client: Arc<TorClient<R>>,
     intro_relays: watch::Receiver<Vec<RelayIds>>,
     relaunch: mpsc::Sender<Relaunch>,
+    rendezvous: Counter,
     turn: AtomicUsize,
 }
 
 impl<R: Runtime> ArtiTor<R> {
     /// Probes through `client`, towards the relays `intro_relays` holds (this node's current
-    /// intro points, kept by the node task); relaunches through `relaunch`.
+    /// intro points, kept by the node task); relaunches through `relaunch`; `rendezvous` counts
+    /// the rendezvous handshakes the stream task completes.
     pub fn new(
         client: Arc<TorClient<R>>,
         intro_relays: watch::Receiver<Vec<RelayIds>>,
         relaunch: mpsc::Sender<Relaunch>,
+        rendezvous: Counter,
     ) -> ArtiTor<R> {
         ArtiTor {
             client,
             intro_relays,
             relaunch,
+            rendezvous,
             turn: AtomicUsize::new(0),
         }
     }
@@ -94,5 +99,9 @@ impl<R: Runtime> TorSide for ArtiTor<R> {
                 .await
                 .map_err(|_| "the service host has stopped".to_string())?
         })
+    }
+
+    fn rendezvous_completed(&self) -> u64 {
+        self.rendezvous.get()
     }
 }

@@ -142,8 +142,24 @@ impl Monitor {
 
     /// Records one probe finished at `now`; returns the withdraw/restore it causes.
     pub fn record(&mut self, now: Instant, result: Result<(), String>) -> Option<Action> {
+        self.record_with_traffic(now, result, 0)
+    }
+
+    /// Records one probe finished at `now`, with the rendezvous handshakes the node completed
+    /// since the previous one. Any at all overrule a failed probe (it still counts in
+    /// `probes_failed` and `last_error`): they prove what the probe tests (circuits get built
+    /// through this node's guards, its intro points deliver), while a node under an
+    /// introduction flood, its CPU saturated, builds probe circuits too slowly and serves real
+    /// clients all the same. Withdrawing and relaunching it then would throw away its PoW
+    /// queue and its effort measurement, just when they are needed.
+    pub fn record_with_traffic(
+        &mut self,
+        now: Instant,
+        result: Result<(), String>,
+        rendezvous_since: u64,
+    ) -> Option<Action> {
         self.probes += 1;
-        let ok = result.is_ok();
+        let ok = result.is_ok() || rendezvous_since > 0;
         if let Err(e) = result {
             self.probes_failed += 1;
             self.last_error = Some(e);
@@ -250,6 +266,38 @@ mod tests {
 
     fn fail() -> Result<(), String> {
         Err("circuit: timed out".into())
+    }
+
+    #[test]
+    fn completed_rendezvous_overrule_failed_probes_which_still_count_as_failed() {
+        let t0 = Instant::now();
+        let mut m = Monitor::new(&config(), t0);
+        for i in 0..5u64 {
+            let t = t0 + Duration::from_secs(30 * i);
+            assert_eq!(m.record_with_traffic(t, fail(), 3), None);
+        }
+        assert_eq!(m.state(), TorState::Working);
+        let s = m.status(t0 + Duration::from_secs(150));
+        assert_eq!((s.probes, s.probes_failed), (5, 5));
+        assert_eq!(s.last_error.as_deref(), Some("circuit: timed out"));
+        // Without traffic the same failures break it.
+        assert_eq!(
+            m.record_with_traffic(t0 + Duration::from_secs(180), fail(), 0),
+            None
+        );
+        assert_eq!(
+            m.record_with_traffic(t0 + Duration::from_secs(210), fail(), 0),
+            Some(Action::Withdraw)
+        );
+        // And traffic alone restores it.
+        assert_eq!(
+            m.record_with_traffic(t0 + Duration::from_secs(240), fail(), 1),
+            None
+        );
+        assert_eq!(
+            m.record_with_traffic(t0 + Duration::from_secs(270), fail(), 1),
+            Some(Action::Restore)
+        );
     }
 
     #[test]

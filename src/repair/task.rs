@@ -16,6 +16,8 @@ pub trait TorSide: Send + Sync + 'static {
     fn probe(&self) -> BoxFuture<'static, Result<(), String>>;
     /// One repair; `Err` says why it failed.
     fn repair(&self, step: RepairStep) -> BoxFuture<'static, Result<(), String>>;
+    /// Rendezvous handshakes the service has completed so far (monotonic): real traffic.
+    fn rendezvous_completed(&self) -> u64;
 }
 
 /// Longest time one repair may take.
@@ -36,6 +38,7 @@ pub async fn run(
     let mut probes = tokio::time::interval(config.probe_interval);
     probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     status.send_replace(monitor.status(now()));
+    let mut served_before = tor.rendezvous_completed();
     loop {
         let repair_at = monitor.next_repair().map(Instant::from_std);
         tokio::select! {
@@ -45,10 +48,13 @@ pub async fn run(
                     .unwrap_or_else(|_| {
                         Err(format!("timed out after {} s", config.probe_timeout.as_secs()))
                     });
+                let served = tor.rendezvous_completed();
+                let since = served.saturating_sub(served_before);
+                served_before = served;
                 if let Err(e) = &result {
-                    tracing::debug!(error = %e, "Tor self-check probe failed");
+                    tracing::debug!(error = %e, rendezvous_since = since, "Tor self-check probe failed");
                 }
-                match monitor.record(now(), result) {
+                match monitor.record_with_traffic(now(), result, since) {
                     Some(Action::Withdraw) => {
                         let s = monitor.status(now());
                         tracing::warn!(
@@ -99,7 +105,7 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
 
     /// A Tor side whose probes fail while `broken`, recording the repairs asked of it.
@@ -108,6 +114,7 @@ mod tests {
         broken: Arc<AtomicBool>,
         repairs: Arc<Mutex<Vec<(Duration, RepairStep)>>>,
         start: Arc<Mutex<Option<Instant>>>,
+        served: Arc<AtomicU64>,
     }
 
     impl TorSide for Fake {
@@ -126,11 +133,13 @@ mod tests {
             self.repairs.lock().unwrap().push((t0.elapsed(), step));
             Box::pin(async { Ok(()) })
         }
+        fn rendezvous_completed(&self) -> u64 {
+            self.served.load(Ordering::SeqCst)
+        }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_broken_tor_side_is_withdrawn_repaired_with_backoff_and_restored() {
-        let config = RepairConfig {
+    fn config() -> RepairConfig {
+        RepairConfig {
             enabled: true,
             probe_interval: Duration::from_secs(10),
             probe_timeout: Duration::from_secs(5),
@@ -138,7 +147,50 @@ mod tests {
             recover_after: 2,
             backoff_min: Duration::from_secs(30),
             backoff_max: Duration::from_secs(300),
+        }
+    }
+
+    /// A node under an introduction flood: its probes time out, but it keeps completing
+    /// rendezvous handshakes, so it is neither withdrawn nor relaunched; once the traffic stops
+    /// too, the failed probes count and it is withdrawn.
+    #[tokio::test(start_paused = true)]
+    async fn a_node_serving_clients_is_not_withdrawn_for_slow_probes() {
+        let fake = Fake::default();
+        *fake.start.lock().unwrap() = Some(Instant::now());
+        let (ok_tx, mut ok_rx) = watch::channel(true);
+        let (status_tx, status_rx) = watch::channel(RepairStatus::disabled());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(config(), fake.clone(), ok_tx, status_tx, stop_rx));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        fake.broken.store(true, Ordering::SeqCst);
+        let traffic = {
+            let served = Arc::clone(&fake.served);
+            tokio::spawn(async move {
+                for _ in 0..60 {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+            })
         };
+        tokio::time::sleep(Duration::from_secs(170)).await;
+        assert!(*ok_rx.borrow_and_update(), "not withdrawn while serving");
+        assert!(fake.repairs.lock().unwrap().is_empty(), "no repairs");
+        assert!(
+            status_rx.borrow().probes_failed >= 15,
+            "the probes did fail"
+        );
+        traffic.await.unwrap();
+        ok_rx.changed().await.unwrap();
+        assert!(!*ok_rx.borrow(), "withdrawn once the traffic stopped too");
+        let t = fake.start.lock().unwrap().unwrap().elapsed();
+        assert!(t <= Duration::from_secs(216), "{t:?}");
+        stop_tx.send_replace(true);
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broken_tor_side_is_withdrawn_repaired_with_backoff_and_restored() {
+        let config = config();
         let fake = Fake::default();
         *fake.start.lock().unwrap() = Some(Instant::now());
         let (ok_tx, mut ok_rx) = watch::channel(true);

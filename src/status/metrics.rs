@@ -25,12 +25,16 @@ pub struct Live {
     /// Time to accept a rendezvous request: building the circuit to the client's rendezvous
     /// point (C tor's `tor_hs_rend_circ_build_time`), in ms.
     pub rend_circ_build: Histogram,
+    /// Rendezvous handshakes completed (the histogram's count, readable): the self-check takes
+    /// them as evidence that the Tor side works.
+    pub rend_circuits: Counter,
 }
 
 impl Default for Live {
     fn default() -> Self {
         Live {
             rend_circ_build: Histogram::new(CIRC_BUILD_BUCKETS_MS),
+            rend_circuits: Counter::default(),
         }
     }
 }
@@ -39,6 +43,7 @@ impl Live {
     /// Records one rendezvous circuit built in `took`.
     pub fn rend_circuit_built(&self, took: std::time::Duration) {
         self.rend_circ_build.observe(took.as_secs_f64() * 1000.0);
+        self.rend_circuits.inc();
     }
 }
 
