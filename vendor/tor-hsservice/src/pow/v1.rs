@@ -1184,20 +1184,23 @@ impl<R: Runtime, Q: MockableRendRequest + Send + 'static> RendRequestReceiver<R,
                     inner.idle_time += now - last_transition;
                     inner.last_transition = now;
                 }
-                if let Some(ref request_pow) = rend_request.pow {
-                    if request_pow.effort()
-                        >= *inner.suggested_effort.lock().expect("Lock poisoned")
-                    {
-                        inner.num_enqueued_gte_suggested += 1;
-                        let effort: u32 = request_pow.effort().into();
-                        if let Some(total_effort) = inner.total_effort.checked_add(effort.into()) {
-                            inner.total_effort = total_effort;
-                        } else {
-                            tracing::warn!(
-                                "PoW total_effort would overflow. The total effort has been capped, but this is not expected to happen - please file a bug report with logs and information about the circumstances under which this occurred."
-                            );
-                            inner.total_effort = u64::MAX;
-                        }
+                // RUSTBALANCE PATCH: a request without a solution counts as effort 0 (upstream
+                // skipped it). Else a flood that does not solve never counts as "at or above
+                // the suggested effort" while that is 0, and the effort never rises from 0.
+                let request_effort = rend_request
+                    .pow
+                    .as_ref()
+                    .map_or(Effort::zero(), |request_pow| request_pow.effort());
+                if request_effort >= *inner.suggested_effort.lock().expect("Lock poisoned") {
+                    inner.num_enqueued_gte_suggested += 1;
+                    let effort: u32 = request_effort.into();
+                    if let Some(total_effort) = inner.total_effort.checked_add(effort.into()) {
+                        inner.total_effort = total_effort;
+                    } else {
+                        tracing::warn!(
+                            "PoW total_effort would overflow. The total effort has been capped, but this is not expected to happen - please file a bug report with logs and information about the circumstances under which this occurred."
+                        );
+                        inner.total_effort = u64::MAX;
                     }
                 }
                 if inner.queue.len() >= config_rx.borrow().pow_rend_queue_depth {
