@@ -183,19 +183,10 @@ fn probe(net: &testnet::Description, address: &str, iso: &str) -> Result<f64, St
     newnym(net);
     std::thread::sleep(Duration::from_millis(200));
     let t0 = Instant::now();
-    testnet::client::http_get_via_socks(
-        net.client.socks,
-        address,
-        80,
-        &net.target.index_path,
-        Some(iso),
-        Duration::from_secs(60),
-    )
-    .map_err(|e| e.to_string())
-    .and_then(|r| match r.status {
+    match get_once(net, address, iso)? {
         200 => Ok(t0.elapsed().as_secs_f64()),
         s => Err(format!("status {s}")),
-    })
+    }
 }
 
 fn pow_status(node: &Node) -> serde_json::Value {
