@@ -357,7 +357,7 @@ mod tests {
             t0.elapsed()
         );
         // At least window / RETRY_MAX attempts, at most window / RETRY_MIN.
-        assert!(n_attempts >= 10 && n_attempts <= 150, "{n_attempts}");
+        assert!((10..=150).contains(&n_attempts), "{n_attempts}");
 
         let t0 = tokio::time::Instant::now();
         let r: Result<(), _> = reach(
