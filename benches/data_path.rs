@@ -46,6 +46,88 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / hz
 }
 
+/// Context switches (voluntary, involuntary) summed over all the process's threads, and the
+/// thread count.
+fn switches(pid: u32) -> (u64, u64, usize) {
+    let mut v = (0, 0, 0);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return v;
+    };
+    for t in tasks.flatten() {
+        let st = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            st.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|x| x.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        v.0 += field("voluntary_ctxt_switches:");
+        v.1 += field("nonvoluntary_ctxt_switches:");
+        v.2 += 1;
+    }
+    v
+}
+
+/// With `RB_BENCH_PERF=1`: `perf record` (on-CPU samples, 499 Hz) of one service process over
+/// the bulk transfers, into `target/tmp/perf-<name>.data`.
+struct Perf {
+    child: std::process::Child,
+    file: std::path::PathBuf,
+}
+
+impl Perf {
+    fn start(name: &str, pid: u32) -> Option<Perf> {
+        if std::env::var("RB_BENCH_PERF").ok().as_deref() != Some("1") {
+            return None;
+        }
+        let file =
+            std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("perf-{name}.data"));
+        let child = std::process::Command::new("perf")
+            .args(["record", "-q", "-F", "499", "-p", &pid.to_string(), "-o"])
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| println!("  perf not started ({e}); install linux-perf"))
+            .ok()?;
+        Some(Perf { child, file })
+    }
+
+    /// Stops recording and prints the hottest symbols.
+    fn report(mut self, name: &str) {
+        // SAFETY: SIGINT to our own child makes perf write its file and exit.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        let out = std::process::Command::new("perf")
+            .args([
+                "report",
+                "--stdio",
+                "--no-children",
+                "--sort",
+                "dso,symbol",
+                "--percent-limit",
+                "1.5",
+                "-i",
+            ])
+            .arg(&self.file)
+            .output();
+        println!("  perf, {name} (on-CPU samples over the bulk transfers; symbols >= 1.5 %):");
+        match out {
+            Ok(o) => {
+                for l in String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                    .take(25)
+                {
+                    // perf pads with empty srcline columns ("-").
+                    println!("    {}", l.trim_end().trim_end_matches(['-', ' ']));
+                }
+            }
+            Err(e) => println!("    perf report failed: {e}"),
+        }
+    }
+}
+
 /// Resident set size in MiB.
 fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -136,32 +218,34 @@ fn concurrent_transfers(
 }
 
 /// `n` streams opened on ONE circuit (one SOCKS username) and held idle (the request is not
-/// sent) for `hold`; returns (opened, errors) and the service's peak RSS meanwhile.
+/// sent) for `hold`; returns (opened, errors, first error) and the service's peak RSS meanwhile.
 fn idle_streams(
     net: &Description,
     s: &Service,
     n: usize,
     hold: Duration,
     tag: &str,
-) -> (usize, usize, f64) {
-    let (peak, (opened, errors)) = peak_rss_during(s.pid, || {
+) -> (usize, usize, f64, Option<String>) {
+    let (peak, (opened, errors, first)) = peak_rss_during(s.pid, || {
         let mut held = Vec::new();
         let mut errors = 0;
+        let mut first = None;
         for _ in 0..n {
             match socks5_connect(net.client.socks, &s.host, s.port, Some(tag), OP_TIMEOUT) {
                 Ok(c) => held.push(c),
                 Err(e) => {
                     if errors == 0 {
                         println!("  first idle-stream error ({}): {e}", s.name);
+                        first = Some(e.to_string());
                     }
                     errors += 1;
                 }
             }
         }
         std::thread::sleep(hold);
-        (held.len(), errors)
+        (held.len(), errors, first)
     });
-    (opened, errors, peak)
+    (opened, errors, peak, first)
 }
 
 fn reachable(net: &Description, s: &Service, index: &[u8]) {
@@ -202,6 +286,11 @@ fn main() {
     node.start();
     let node_pid = node.child.as_ref().unwrap().id();
     let plain = PlainArti::start(net, &dir.join("plain"), &[]);
+    // A second node whose target is the C-tor onion service: the double onion path (client →
+    // node, node's embedded Arti client → C-tor service). Bulk figures only.
+    let onion_target = format!("{}:{}", net.onion_address().unwrap(), net.target.onion_port);
+    let mut onion_node = Node::init("dp-node-onion", &onion_target, net);
+    onion_node.start();
     let hs_pid = net
         .processes
         .iter()
@@ -228,6 +317,13 @@ fn main() {
             pid: plain.child.id(),
         },
     ];
+    let via_onion = Service {
+        name: "node→onion",
+        host: onion_node.address.clone(),
+        port: 80,
+        pid: onion_node.child.as_ref().unwrap().id(),
+    };
+    let bulk: Vec<&Service> = services.iter().chain([&via_onion]).collect();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("== data path: RustBalance node vs C-tor onion service vs plain Arti service ==");
     println!(
@@ -242,19 +338,24 @@ fn main() {
             "release build"
         }
     );
-    for s in &services {
+    for s in &bulk {
         reachable(net, s, &index);
     }
     std::thread::sleep(Duration::from_secs(5));
     let idle: Vec<f64> = services.iter().map(|s| rss_mib(s.pid)).collect();
 
     // TTFB and throughput, interleaved; CPU over the bulk transfers only.
-    let mut ttfb = vec![Vec::new(); 3];
-    let mut mbps = vec![Vec::new(); 3];
-    let mut cpu = [0.0f64; 3];
-    let mut errors = [0usize; 3];
+    let mut ttfb = vec![Vec::new(); bulk.len()];
+    let mut mbps = vec![Vec::new(); bulk.len()];
+    let mut cpu = vec![0.0f64; bulk.len()];
+    let mut errors = vec![0usize; bulk.len()];
+    let sw0: Vec<_> = bulk.iter().map(|s| switches(s.pid)).collect();
+    let perf: Vec<Option<Perf>> = services
+        .iter()
+        .map(|s| Perf::start(s.name, s.pid))
+        .collect();
     for i in 1..=fetches {
-        for (k, s) in services.iter().enumerate() {
+        for (k, s) in bulk.iter().enumerate() {
             match timed_get(
                 net,
                 &s.host,
@@ -282,7 +383,7 @@ fn main() {
                     cpu[k] += cpu_seconds(s.pid) - c0;
                     let rate = f.body as f64 / f.transfer.as_secs_f64() / 1e6;
                     println!(
-                        "  bulk {:5} #{i}: {rate:5.2} MB/s (ttfb {:.0} ms)",
+                        "  bulk {:10} #{i}: {rate:5.2} MB/s (ttfb {:.0} ms)",
                         s.name,
                         f.ttfb.as_secs_f64() * 1e3
                     );
@@ -295,6 +396,25 @@ fn main() {
             }
         }
     }
+    for (p, s) in perf.into_iter().zip(&services) {
+        if let Some(p) = p {
+            p.report(s.name);
+        }
+    }
+    // Context switches over the whole bulk loop (the small GETs included), per MB moved.
+    let sw: Vec<(f64, f64, usize)> = bulk
+        .iter()
+        .enumerate()
+        .map(|(k, s)| {
+            let (v, n, threads) = switches(s.pid);
+            let moved = mb * mbps[k].len().max(1) as f64;
+            (
+                (v - sw0[k].0) as f64 / moved,
+                (n - sw0[k].1) as f64 / moved,
+                threads,
+            )
+        })
+        .collect();
     // Memory under concurrency.
     let mut conc = vec![Vec::new(); 3];
     for n in [1usize, 10, 100] {
@@ -314,13 +434,34 @@ fn main() {
     }
     let mut idle1000 = Vec::new();
     for (k, s) in services.iter().enumerate() {
-        let (opened, err, peak) = idle_streams(
+        let (mut opened, mut err, mut peak, first) = idle_streams(
             net,
             s,
             1000,
             Duration::from_secs(5),
             &format!("dp-{pid}-idle-{}", s.name),
         );
+        if opened == 0 {
+            // Diagnosis: is it the service, or the client's record of failed intro points
+            // after the burst? NEWNYM clears the client's record; the service is untouched.
+            println!(
+                "  {}: no idle stream opened ({err} errors, first: {}); SIGNAL NEWNYM, reach it again, retry once",
+                s.name,
+                first.as_deref().unwrap_or("-")
+            );
+            let failed_first = err;
+            newnym(net);
+            reachable(net, s, &index);
+            (opened, err, peak, _) = idle_streams(
+                net,
+                s,
+                1000,
+                Duration::from_secs(5),
+                &format!("dp-{pid}-idle2-{}", s.name),
+            );
+            println!("  {}: after NEWNYM: {opened} opened, {err} errors", s.name);
+            err += failed_first; // the failed first round counts
+        }
         errors[k] += err;
         idle1000.push((opened, err, peak));
     }
@@ -345,6 +486,17 @@ fn main() {
             errors[k]
         );
     }
+    {
+        let k = bulk.len() - 1;
+        println!(
+            "{:8} {:>10.1}        {:>8.2}        {:>7.4}     (bulk only: a node whose target is the C-tor onion service)   {}",
+            bulk[k].name,
+            median(&ttfb[k]),
+            median(&mbps[k]),
+            cpu[k] / (mb * mbps[k].len().max(1) as f64),
+            errors[k]
+        );
+    }
     let ratio = |k: usize, j: usize, v: &dyn Fn(usize) -> f64| v(k) / v(j);
     let tput = |k: usize| median(&mbps[k]);
     let cpumb = |k: usize| cpu[k] / (mb * mbps[k].len().max(1) as f64);
@@ -366,7 +518,19 @@ fn main() {
         ratio(0, 2, &rss),
         (idle1000[0].2 - idle[0]).max(0.0) * 1024.0 / idle1000[0].0.max(1) as f64
     );
+    println!(
+        "node→onion vs c-tor directly: throughput {:.2}x, TTFB {:.2}x",
+        ratio(3, 1, &tput),
+        median(&ttfb[3]) / median(&ttfb[1])
+    );
+    for (k, s) in bulk.iter().enumerate() {
+        println!(
+            "context switches per MB (bulk loop), {}: {:.0} voluntary, {:.0} involuntary; {} threads",
+            s.name, sw[k].0, sw[k].1, sw[k].2
+        );
+    }
     println!("done (figures only; no timing is asserted)");
     drop(plain);
+    let _ = onion_node.stop();
     let _ = node.stop();
 }
