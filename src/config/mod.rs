@@ -150,6 +150,9 @@ pub struct NodeConfig {
     /// This node's share of intro-point slots when the nodes have more intro points than
     /// descriptors list (beyond 20: distinct descriptors), relative to the other nodes'.
     pub weight: u32,
+    /// Threads of the async runtime that runs Arti and the proxy (1: every task on one
+    /// thread, the fewest wake-ups per cell; docs/PERFORMANCE.md).
+    pub worker_threads: usize,
 }
 
 /// Where the master identity comes from.

@@ -216,6 +216,8 @@ struct RawNode {
     priority: u32,
     #[serde(default = "default_weight")]
     weight: u32,
+    #[serde(default = "default_worker_threads")]
+    worker_threads: usize,
 }
 
 fn default_priority() -> u32 {
@@ -223,6 +225,10 @@ fn default_priority() -> u32 {
 }
 
 fn default_weight() -> u32 {
+    1
+}
+
+fn default_worker_threads() -> usize {
     1
 }
 
@@ -430,10 +436,18 @@ impl RawNode {
         if !(1..=100).contains(&self.weight) {
             return Err(invalid("node.weight", self.weight, "must be from 1 to 100"));
         }
+        if !(1..=256).contains(&self.worker_threads) {
+            return Err(invalid(
+                "node.worker_threads",
+                self.worker_threads,
+                "must be from 1 to 256",
+            ));
+        }
         Ok(NodeConfig {
             id: self.id,
             priority: self.priority,
             weight: self.weight,
+            worker_threads: self.worker_threads,
         })
     }
 }

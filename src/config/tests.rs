@@ -630,3 +630,25 @@ fn node_weight_defaults_to_one_and_is_bounded() {
         assert!(e.contains("node.weight"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn node_worker_threads_defaults_to_one_and_is_bounded() {
+    let c = Config::from_toml(&minimal(), &base()).unwrap();
+    assert_eq!(c.node.worker_threads, 1);
+    let with =
+        |w: &str| minimal().replacen("[node]\n", &format!("[node]\nworker_threads = {w}\n"), 1);
+    assert_eq!(
+        Config::from_toml(&with("4"), &base())
+            .unwrap()
+            .node
+            .worker_threads,
+        4
+    );
+    for bad in ["0", "257"] {
+        let e = err(&with(bad));
+        assert!(
+            e.contains("node.worker_threads") && e.contains(bad),
+            "{bad}: {e}"
+        );
+    }
+}
