@@ -401,3 +401,28 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     tracing::info!("stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Onion circuits use vanguards (lite) unless the Arti file says otherwise: the arti-client
+    /// `vanguards` feature is not a default one, and without it this does not even compile.
+    #[test]
+    fn the_embedded_client_uses_vanguards_lite_by_default() {
+        use tor_circmgr::hspool::HsCircPoolConfig as _;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg =
+            super::arti_client_config(None, &dir.path().join("state"), &dir.path().join("cache"))
+                .unwrap();
+        assert_eq!(format!("{:?}", cfg.vanguard_config().mode()), "Lite");
+
+        let file = dir.path().join("arti.toml");
+        std::fs::write(&file, "[vanguards]\nmode = \"full\"\n").unwrap();
+        let cfg = super::arti_client_config(
+            Some(&file),
+            &dir.path().join("state"),
+            &dir.path().join("cache"),
+        )
+        .unwrap();
+        assert_eq!(format!("{:?}", cfg.vanguard_config().mode()), "Full");
+    }
+}
