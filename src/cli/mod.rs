@@ -279,7 +279,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 status_listen,
             };
-            let config_path = tokio_runtime()?.block_on(join(&spec, &invite, node_id))?;
+            let config_path = tokio_runtime(None)?.block_on(join(&spec, &invite, node_id))?;
             println!("joined the cluster of {}", invite.master);
             println!("config: {}", config_path.display());
             println!("run it with: rustbalance run -c {}", config_path.display());
@@ -305,7 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config =
                 Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
             init_logging();
-            node_runtime(config.node.worker_threads)?.block_on(async move {
+            tokio_runtime(Some(config.node.worker_threads))?.block_on(async move {
                 let (tx, rx) = watch::channel(false);
                 tokio::spawn(async move {
                     wait_for_signal().await;
@@ -334,7 +334,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(p) => Some(crate::keys::load_access_token(p)?),
                 None => None,
             };
-            let rt = tokio_runtime()?;
+            let rt = tokio_runtime(None)?;
             let fetch = || {
                 rt.block_on(status::fetch(
                     config.status.listen,
@@ -677,19 +677,16 @@ fn init_logging() {
         .try_init();
 }
 
-/// The node's runtime: `workers` threads (`node.worker_threads`). Arti's circuit and channel
-/// reactors wake once per cell or so; across threads each wake-up is a context switch, and
-/// one worker measured 31 % less CPU per MB than two, at the same throughput.
-fn node_runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
-fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// The async runtime: `workers` threads, or tokio's default (one per core) with `None`. The
+/// node runs with `node.worker_threads`: Arti's circuit and channel reactors wake once per cell
+/// or so, across threads each wake-up is a context switch, and one worker measured 31 % less
+/// CPU per MB than two, at the same throughput.
+fn tokio_runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    builder
         .enable_all()
         .build()
         .context("starting the async runtime")
