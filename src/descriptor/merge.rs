@@ -263,7 +263,12 @@ pub fn merged_windows_weighted<T: Clone, K: PartialEq>(
                 )
             })
             .collect();
-        let picked = pick_window_weighted(&ordered, weights, |(_, _, t)| key(t), size, i);
+        let mut picked = pick_window_weighted(&ordered, weights, |(_, _, t)| key(t), size, i);
+        if count == 1 {
+            // One descriptor for every HSDir: no other window evens out a share that shared
+            // relays skewed, so the surplus is left out instead.
+            picked = balance_window(picked, sets.len(), weights);
+        }
         let mut window = Vec::new();
         for (node, (n, j, item)) in picked {
             uses[n][j] += 1;
@@ -272,6 +277,100 @@ pub fn merged_windows_weighted<T: Clone, K: PartialEq>(
         out.push(window);
     }
     out
+}
+
+/// How far a node's share of one descriptor's intro points may stray from its weighted share
+/// before the surplus of the nodes above theirs is left out: 1/10 of that share.
+pub const SHARE_TOLERANCE: (u64, u64) = (1, 10);
+
+/// How many of its listed intro points each node keeps in a descriptor that every HSDir
+/// serves: `have[i]` listed, `weights[i]` its weight (0 counts as 1). Clients pick an intro
+/// point uniformly, so a node's share of the clients is its share of the listed intro points.
+///
+/// Every node with at least one keeps at least one. Among the counts where each such node
+/// is within [`SHARE_TOLERANCE`] of its weighted share (among those nodes), the one listing the
+/// most; if none is, the one with the smallest largest deviation. Candidates are `have`
+/// itself and, for every level `t` a node's count reaches (`k / weight`), each node's
+/// `clamp(floor(t x weight), 1, have)`. Equal weights and equal counts are kept as they are;
+/// 3/3/2 (two nodes' intro points on one relay) becomes 2/2/2; 2:1:1 with 3 each becomes
+/// 2/1/1.
+pub fn balanced_counts(have: &[usize], weights: &[u32]) -> Vec<usize> {
+    let weight = |i: usize| u64::from(weights.get(i).copied().unwrap_or(1).max(1));
+    let listed: Vec<usize> = (0..have.len()).filter(|&i| have[i] > 0).collect();
+    if listed.len() < 2 {
+        return have.to_vec();
+    }
+    let w_sum: u64 = listed.iter().map(|&i| weight(i)).sum();
+    // (within tolerance, largest relative deviation) of one candidate.
+    let judge = |x: &[usize]| -> (bool, f64) {
+        let x_sum: u64 = listed.iter().map(|&i| x[i] as u64).sum();
+        let mut ok = true;
+        let mut worst = 0f64;
+        for &i in &listed {
+            let (got, want) = (x[i] as u64 * w_sum, weight(i) * x_sum);
+            ok &= got.abs_diff(want) * SHARE_TOLERANCE.1 <= want * SHARE_TOLERANCE.0;
+            worst = worst.max(got.abs_diff(want) as f64 / want as f64);
+        }
+        (ok, worst)
+    };
+    let mut candidates = vec![have.to_vec()];
+    for &i in &listed {
+        for k in 1..=have[i] as u64 {
+            // t = k / weight(i): node j gets floor(k * weight(j) / weight(i)).
+            let x = (0..have.len())
+                .map(|j| {
+                    if have[j] == 0 {
+                        return 0;
+                    }
+                    let share = k * weight(j) / weight(i);
+                    (share.max(1) as usize).min(have[j])
+                })
+                .collect();
+            candidates.push(x);
+        }
+    }
+    let total = |x: &[usize]| x.iter().sum::<usize>();
+    let judged: Vec<(bool, f64, usize, Vec<usize>)> = candidates
+        .into_iter()
+        .map(|x| {
+            let (ok, worst) = judge(&x);
+            (ok, worst, total(&x), x)
+        })
+        .collect();
+    let best = if judged.iter().any(|c| c.0) {
+        judged
+            .into_iter()
+            .filter(|c| c.0)
+            .max_by(|a, b| a.2.cmp(&b.2).then(b.1.total_cmp(&a.1)))
+    } else {
+        judged
+            .into_iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(b.2.cmp(&a.2)))
+    };
+    best.map(|c| c.3).unwrap_or_else(|| have.to_vec())
+}
+
+/// `window` with each set's items cut to its [`balanced_counts`] (a set's first items kept:
+/// the matching's and the earliest fill's).
+fn balance_window<T>(
+    window: Vec<(String, Placed<T>)>,
+    sets: usize,
+    weights: &[u32],
+) -> Vec<(String, Placed<T>)> {
+    let mut have = vec![0; sets];
+    for (_, (n, _, _)) in &window {
+        have[*n] += 1;
+    }
+    let mut keep = balanced_counts(&have, weights);
+    window
+        .into_iter()
+        .filter(|(_, (n, _, _))| {
+            let left = &mut keep[*n];
+            let kept = *left > 0;
+            *left = left.saturating_sub(1);
+            kept
+        })
+        .collect()
 }
 
 /// The wire form of an intro point on relay `relay` (RSA identity: 20 times that byte), with
@@ -299,7 +398,7 @@ pub(crate) fn test_ipt_wire(relay: u8) -> IptWire {
 mod tests {
     use super::*;
 
-    fn per_node(picked: &[(String, usize)]) -> Vec<usize> {
+    fn per_node<T>(picked: &[(String, T)]) -> Vec<usize> {
         let mut counts = std::collections::BTreeMap::new();
         for (n, _) in picked {
             *counts.entry(n.clone()).or_insert(0) += 1;
@@ -494,11 +593,68 @@ mod tests {
         // 2:1:1 is 10/5/5 of every window, 3:1:1 12/4/4 (a weight of 0 counts as 1).
         assert_eq!(shares(&[2, 1, 1]), vec![80, 40, 40], "2:1:1");
         assert_eq!(shares(&[3, 1, 0]), vec![96, 32, 32], "3:1:1");
-        // Below the cap every intro point is listed whatever the weights.
+        // Below the cap, one descriptor whose shares follow the weights: 2:1:1 with three
+        // intro points each lists 2/1/1.
         let few: Vec<(String, Vec<u32>)> = (0..3u32)
             .map(|n| (format!("n{n}"), (0..3).map(|i| n * 100 + i).collect()))
             .collect();
-        let w = merged_windows_weighted(&few, &[5, 1, 1], |r: &u32| *r, 20, 8);
-        assert_eq!((w.len(), w[0].len()), (1, 9));
+        let w = merged_windows_weighted(&few, &[2, 1, 1], |r: &u32| *r, 20, 8);
+        assert_eq!(w.len(), 1);
+        assert_eq!(per_node(&w[0]), vec![2, 1, 1]);
+        let w = merged_windows_weighted(&few, &[1, 1, 1], |r: &u32| *r, 20, 8);
+        assert_eq!(
+            per_node(&w[0]),
+            vec![3, 3, 3],
+            "equal weights: every one listed"
+        );
+    }
+
+    #[test]
+    fn one_descriptor_keeps_shares_within_a_tenth_of_the_weights() {
+        // Equal counts and weights are kept; a 12.5 % / 25 % skew is not.
+        assert_eq!(balanced_counts(&[3, 3, 3], &[1, 1, 1]), vec![3, 3, 3]);
+        assert_eq!(balanced_counts(&[3, 3, 2], &[1, 1, 1]), vec![2, 2, 2]);
+        assert_eq!(balanced_counts(&[4, 4, 3], &[1, 1, 1]), vec![3, 3, 3]);
+        // 9 of 29 is 6.9 % below a third: within the tolerance, all kept.
+        assert_eq!(balanced_counts(&[10, 10, 9], &[1, 1, 1]), vec![10, 10, 9]);
+        // Weights: exact when the counts allow it, and as many as possible.
+        assert_eq!(balanced_counts(&[3, 3, 3], &[2, 1, 1]), vec![2, 1, 1]);
+        assert_eq!(balanced_counts(&[6, 3, 3], &[2, 1, 1]), vec![6, 3, 3]);
+        // 10/6/6 (45 / 27 / 27 %) is within a tenth of 50 / 25 / 25 and lists more than 10/5/5.
+        assert_eq!(balanced_counts(&[10, 10, 10], &[2, 1, 1]), vec![10, 6, 6]);
+        assert_eq!(balanced_counts(&[3, 3, 3], &[3, 1, 0]), vec![3, 1, 1]);
+        // A node with none listed stays out; the others are balanced among themselves.
+        assert_eq!(balanced_counts(&[0, 3, 2], &[1, 1, 1]), vec![0, 2, 2]);
+        // One node, or none: nothing to balance.
+        assert_eq!(balanced_counts(&[5], &[1]), vec![5]);
+        assert_eq!(balanced_counts(&[], &[]), Vec::<usize>::new());
+        // Unreachable shares: every node keeps one at least, the least skewed is chosen.
+        assert_eq!(balanced_counts(&[3, 3, 3], &[100, 1, 1]), vec![3, 1, 1]);
+        // Equal weights: equal counts, none above what the node has, none below one.
+        for have in [[1, 2, 3], [5, 2, 7], [20, 1, 1], [4, 4, 1]] {
+            let x = balanced_counts(&have, &[1, 1, 1]);
+            let (lo, hi) = (x.iter().min().unwrap(), x.iter().max().unwrap());
+            assert!(x.iter().zip(&have).all(|(k, h)| k <= h && *k >= 1), "{x:?}");
+            assert_eq!(lo, hi, "{have:?} -> {x:?}");
+        }
+    }
+
+    #[test]
+    fn one_descriptor_with_shared_relays_lists_equal_counts() {
+        // a and c both have an intro point on relay 1: one descriptor can list 3/3/2 at most;
+        // it lists 2/2/2, each node's clients a third.
+        let sets = vec![
+            ("a".to_string(), vec![1, 2, 3]),
+            ("b".to_string(), vec![4, 5, 6]),
+            ("c".to_string(), vec![1, 7, 8]),
+        ];
+        let ws = merged_windows(&sets, |r: &u32| *r, 20, 8);
+        assert_eq!(ws.len(), 1);
+        relays_of(&ws[0], |r| *r);
+        let counts: Vec<usize> = ["a", "b", "c"]
+            .iter()
+            .map(|n| ws[0].iter().filter(|(m, _)| m == n).count())
+            .collect();
+        assert_eq!(counts, vec![2, 2, 2]);
     }
 }

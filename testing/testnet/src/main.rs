@@ -28,6 +28,12 @@ enum Command {
         /// First of the consecutive ports the network uses.
         #[arg(long, default_value_t = 16000)]
         base_port: u16,
+        /// Non-exit relays (besides the 3 authorities, which relay too).
+        #[arg(long, default_value_t = 3)]
+        relays: u16,
+        /// Exit relays.
+        #[arg(long, default_value_t = 2)]
+        exits: u16,
         /// Steady V3AuthVotingInterval in seconds (the onion time period is 24 of these).
         #[arg(long, default_value_t = 15)]
         voting_interval: u32,
@@ -79,6 +85,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Start {
             base_port,
+            relays,
+            exits,
             voting_interval,
             timeout,
             large_bytes,
@@ -87,6 +95,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let exe = std::env::current_exe().context("locating the testnet binary")?;
             let mut opts = StartOptions::new(dir.clone(), exe);
             opts.shape.base_port = base_port;
+            opts.shape.relays = relays;
+            opts.shape.exits = exits;
             opts.shape.voting_interval_secs = voting_interval;
             opts.ready_timeout = Duration::from_secs(timeout);
             opts.large_bytes = large_bytes;

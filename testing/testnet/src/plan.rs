@@ -375,12 +375,23 @@ pub fn arti_fragment(
          ipv6_subnet_family_prefix = 129\n\n\
          [override_net_params]\n\
          # C tor under TestingTorNetwork uses a time period of 24 voting intervals ({} s).\n\
-         hsdir_interval = {}\n",
+         hsdir_interval = {}\n\
+         # Circuits on 127.0.0.1 build in milliseconds, so Arti learns a build timeout of a few\n\
+         # ms (floor 10 ms) and gives a rendezvous circuit 2/3 of it: a burst of new circuits\n\
+         # that slows building by CPU alone then times out. On the real network the learned\n\
+         # timeout is seconds; this floor gives loopback the same margin.\n\
+         cbtmintimeout = {}\n",
         plan.shape.voting_interval_secs,
-        plan.shape.hsdir_interval_minutes()
+        plan.shape.hsdir_interval_minutes(),
+        ARTI_CBT_MIN_TIMEOUT_MS
     );
     s
 }
+
+/// The floor (ms) on Arti's learned circuit-build timeout in the fragment (`cbtmintimeout`).
+/// Measured (benches/data_path.rs, docs/PERFORMANCE.md): without it about a third of a burst
+/// of 100 new rendezvous circuits failed on both Arti services, with 2000 none did.
+pub const ARTI_CBT_MIN_TIMEOUT_MS: u32 = 2000;
 
 /// Where each node's files live inside the network directory.
 pub fn node_dir(root: &Path, node: &NodePlan) -> PathBuf {
@@ -480,6 +491,10 @@ mod tests {
         assert_eq!(
             v["override_net_params"]["hsdir_interval"].as_integer(),
             Some(6)
+        );
+        assert_eq!(
+            v["override_net_params"]["cbtmintimeout"].as_integer(),
+            Some(2000)
         );
         assert_eq!(
             v["path_rules"]["ipv4_subnet_family_prefix"].as_integer(),
