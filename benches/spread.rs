@@ -6,7 +6,7 @@
 //! `cargo bench --bench spread` (harness = false). PRINTS the shares and asserts nothing about
 //! them. `RB_BENCH_WEIGHTS` (`node.weight` of the three nodes, e.g. `2,1,1`; default `1,1,1`)
 //! and `RB_BENCH_INTRO_POINTS` (`publish.intro_points` per node, default 3): with more intro
-//! points than the relays allow in one descriptor, the weights decide the slots. `RB_BENCH_CLIENTS` (fresh clients, default 45: the relays, all on 127.0.0.1, rate-limit circuit creation per address, and bursts of a few hundred time out), `RB_BENCH_PARALLEL` (at once, 6).
+//! points than the relays allow in one descriptor, the weights decide the slots. `RB_BENCH_CLIENTS` (fresh clients, default 300: the sampling noise of a share is about ±5 % of a third at 2 sigma), `RB_BENCH_PARALLEL` (at once, 6).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -25,8 +25,22 @@ fn rendezvous(n: &ClusterNode) -> u64 {
         .unwrap_or(0)
 }
 
+/// Polls `check` every second until it returns Some, or None after `limit`.
+fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if t0.elapsed() >= limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 fn main() {
-    let clients = env_usize("RB_BENCH_CLIENTS", 45);
+    let clients = env_usize("RB_BENCH_CLIENTS", 300);
     let parallel = env_usize("RB_BENCH_PARALLEL", 6);
     locate_testnet_bin();
     let net = testnet::fixture::shared().unwrap_or_else(|e| panic!("private Tor network: {e}"));
@@ -62,6 +76,35 @@ fn main() {
             serves_every_node(&d, &own).then_some(())
         },
     );
+    // A node still establishing intro points lists fewer, and one descriptor for every HSDir
+    // then lists as few of every node's (the shares are kept even): wait for all of them, and
+    // for the served descriptors to agree with the publisher's choice.
+    let _ = poll(Duration::from_secs(180), || {
+        nodes
+            .iter()
+            .all(|n| own_auth_keys(n).len() >= intro_points)
+            .then_some(())
+    });
+    let settled = poll(Duration::from_secs(120), || {
+        let listed: u64 = nodes.iter().find_map(|n| {
+            let s = n.node.status()?;
+            (s["role"] == "publisher").then_some(s)
+        })?["merged"]
+            .as_array()?
+            .iter()
+            .filter_map(|m| m["listed"].as_u64())
+            .sum();
+        let served = hsdirs.per_hsdir(&address);
+        let own: Vec<_> = nodes.iter().map(own_auth_keys).collect();
+        (!served.is_empty()
+            && served
+                .iter()
+                .all(|d| d.len() as u64 == listed && serves_every_node(d, &own)))
+        .then_some(())
+    });
+    if settled.is_none() {
+        eprintln!("the served descriptors did not settle on the publisher's choice in 120 s");
+    }
     let publisher = nodes
         .iter()
         .find_map(|n| {
@@ -144,7 +187,13 @@ fn main() {
                         false
                     }
                     Ok(Err(e)) => {
-                        eprintln!("client: {e}");
+                        let chain: Vec<String> = std::iter::successors(
+                            Some(&*e as &(dyn std::error::Error + 'static)),
+                            |e| e.source(),
+                        )
+                        .map(ToString::to_string)
+                        .collect();
+                        eprintln!("client: {}", chain.join(": "));
                         false
                     }
                     Err(_) => {
@@ -179,18 +228,24 @@ fn main() {
         "weights {weights:?}, {intro_points} intro points per node, {} HSDir descriptors",
         served.len()
     );
-    println!("node      weight  rendezvous   share   by weight   listed (all windows)   share per descriptor   deviation from weighted share");
+    println!("node      weight  rendezvous   share   by weight   own intro points   listed (all windows)   share per descriptor   deviation from weighted share   sampling noise (2 sigma)");
     for ((n, d), (w, pd)) in nodes.iter().zip(&deltas).zip(weights.iter().zip(&per_desc)) {
         let id = n.node.name.clone();
         let share = *d as f64 / total.max(1) as f64;
         let by_weight = f64::from(*w) / f64::from(weight_total);
         let l = listed.get(&id).copied().unwrap_or(0);
+        let has = own_auth_keys(n).len();
+        // Each rendezvous lands on this node with probability `pd` (the intro point a client
+        // picks, uniformly): the binomial spread of the share around it, relative to the
+        // weighted share.
+        let noise = 2.0 * (pd * (1.0 - pd) / total.max(1) as f64).sqrt() / by_weight;
         println!(
-            "{id:8} {w:>6}  {d:>10}   {:>5.1} %   {:>5.1} %   {l:>10}             {:>6.1} %               {:>+6.1} %",
+            "{id:8} {w:>6}  {d:>10}   {:>5.1} %   {:>5.1} %   {has:>10}         {l:>10}             {:>6.1} %               {:>+6.1} %                      ±{:.1} %",
             share * 100.0,
             by_weight * 100.0,
             pd * 100.0,
-            (share / by_weight - 1.0) * 100.0
+            (share / by_weight - 1.0) * 100.0,
+            noise * 100.0
         );
     }
     println!("done (figures only; nothing about the spread is asserted)");
