@@ -16,6 +16,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tor_cell::relaycell::msg::{Connected, End, EndReason};
+use tor_error::ErrorReport as _;
 use tor_hsservice::{RendRequest, StreamRequest};
 use tor_proto::stream::IncomingStreamRequest;
 
@@ -73,7 +74,9 @@ pub async fn serve(
                     s
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "rendezvous request not accepted");
+                    // With its causes (a lost burst showed only "circuit failed" before);
+                    // Arti's errors carry no target address.
+                    tracing::debug!(error = %e.report(), "rendezvous request not accepted");
                     return;
                 }
             };
