@@ -287,13 +287,14 @@ pub const SHARE_TOLERANCE: (u64, u64) = (1, 10);
 /// serves: `have[i]` listed, `weights[i]` its weight (0 counts as 1). Clients pick an intro
 /// point uniformly, so a node's share of the clients is its share of the listed intro points.
 ///
-/// Every node with at least one keeps at least one. Among the counts where each such node
-/// is within [`SHARE_TOLERANCE`] of its weighted share (among those nodes), the one listing the
-/// most; if none is, the one with the smallest largest deviation. Candidates are `have`
-/// itself and, for every level `t` a node's count reaches (`k / weight`), each node's
-/// `clamp(floor(t x weight), 1, have)`. Equal weights and equal counts are kept as they are;
-/// 3/3/2 (two nodes' intro points on one relay) becomes 2/2/2; 2:1:1 with 3 each becomes
-/// 2/1/1.
+/// Every node with at least one keeps at least one. The largest total `X` for which every
+/// such node can be within [`SHARE_TOLERANCE`] of its weighted share (among those nodes):
+/// for a given `X` each node's count has its own interval, so `X` is reachable when the
+/// intervals' bounds bracket it; the counts start at the lower bounds and each next one goes
+/// to the node furthest below its share. If no `X` is, the least skewed of a family of
+/// candidates (each node's `clamp(floor(t x weight), 1, have)` for every level `t` a count
+/// reaches). Equal weights and equal counts are kept as they are; 3/3/2 (two nodes' intro
+/// points on one relay) becomes 2/2/2; 2:1:1 with 3 each becomes 2/1/1.
 pub fn balanced_counts(have: &[usize], weights: &[u32]) -> Vec<usize> {
     let weight = |i: usize| u64::from(weights.get(i).copied().unwrap_or(1).max(1));
     let listed: Vec<usize> = (0..have.len()).filter(|&i| have[i] > 0).collect();
@@ -301,53 +302,70 @@ pub fn balanced_counts(have: &[usize], weights: &[u32]) -> Vec<usize> {
         return have.to_vec();
     }
     let w_sum: u64 = listed.iter().map(|&i| weight(i)).sum();
-    // (within tolerance, largest relative deviation) of one candidate.
-    let judge = |x: &[usize]| -> (bool, f64) {
-        let x_sum: u64 = listed.iter().map(|&i| x[i] as u64).sum();
-        let mut ok = true;
-        let mut worst = 0f64;
-        for &i in &listed {
-            let (got, want) = (x[i] as u64 * w_sum, weight(i) * x_sum);
-            ok &= got.abs_diff(want) * SHARE_TOLERANCE.1 <= want * SHARE_TOLERANCE.0;
-            worst = worst.max(got.abs_diff(want) as f64 / want as f64);
+    let (tn, td) = SHARE_TOLERANCE;
+    let most: u64 = listed.iter().map(|&i| have[i] as u64).sum();
+    for x_total in (listed.len() as u64..=most).rev() {
+        // |c * W - w * X| <= (tn / td) * w * X, as an interval for c.
+        let bounds: Vec<(u64, u64)> = listed
+            .iter()
+            .map(|&i| {
+                let want = weight(i) * x_total;
+                let lo = ((td - tn) * want).div_ceil(td * w_sum).max(1);
+                let hi = ((td + tn) * want / (td * w_sum)).min(have[i] as u64);
+                (lo, hi)
+            })
+            .collect();
+        let (lo_sum, hi_sum) = bounds
+            .iter()
+            .fold((0, 0), |(l, h), (lo, hi)| (l + lo, h + hi));
+        if bounds.iter().any(|(lo, hi)| lo > hi) || !(lo_sum..=hi_sum).contains(&x_total) {
+            continue;
         }
-        (ok, worst)
+        let mut x: Vec<u64> = bounds.iter().map(|b| b.0).collect();
+        for _ in lo_sum..x_total {
+            // The node furthest below its share with room left (x / w smallest).
+            let next = (0..listed.len())
+                .filter(|&k| x[k] < bounds[k].1)
+                .min_by(|&a, &b| (x[a] * weight(listed[b])).cmp(&(x[b] * weight(listed[a]))))
+                .expect("the upper bounds sum to at least the total");
+            x[next] += 1;
+        }
+        let mut out = vec![0; have.len()];
+        for (k, &i) in listed.iter().enumerate() {
+            out[i] = x[k] as usize;
+        }
+        return out;
+    }
+    // No total keeps every node within the tolerance: the least skewed candidate.
+    let worst = |x: &[usize]| -> f64 {
+        let x_sum: u64 = listed.iter().map(|&i| x[i] as u64).sum();
+        listed
+            .iter()
+            .map(|&i| {
+                let (got, want) = (x[i] as u64 * w_sum, weight(i) * x_sum);
+                got.abs_diff(want) as f64 / want as f64
+            })
+            .fold(0f64, f64::max)
     };
-    let mut candidates = vec![have.to_vec()];
+    let mut best = have.to_vec();
     for &i in &listed {
         for k in 1..=have[i] as u64 {
             // t = k / weight(i): node j gets floor(k * weight(j) / weight(i)).
-            let x = (0..have.len())
-                .map(|j| {
-                    if have[j] == 0 {
-                        return 0;
-                    }
-                    let share = k * weight(j) / weight(i);
-                    (share.max(1) as usize).min(have[j])
+            let x: Vec<usize> = (0..have.len())
+                .map(|j| match have[j] {
+                    0 => 0,
+                    h => ((k * weight(j) / weight(i)).max(1) as usize).min(h),
                 })
                 .collect();
-            candidates.push(x);
+            let better = worst(&x)
+                .total_cmp(&worst(&best))
+                .then_with(|| best.iter().sum::<usize>().cmp(&x.iter().sum::<usize>()));
+            if better.is_lt() {
+                best = x;
+            }
         }
     }
-    let total = |x: &[usize]| x.iter().sum::<usize>();
-    let judged: Vec<(bool, f64, usize, Vec<usize>)> = candidates
-        .into_iter()
-        .map(|x| {
-            let (ok, worst) = judge(&x);
-            (ok, worst, total(&x), x)
-        })
-        .collect();
-    let best = if judged.iter().any(|c| c.0) {
-        judged
-            .into_iter()
-            .filter(|c| c.0)
-            .max_by(|a, b| a.2.cmp(&b.2).then(b.1.total_cmp(&a.1)))
-    } else {
-        judged
-            .into_iter()
-            .min_by(|a, b| a.1.total_cmp(&b.1).then(b.2.cmp(&a.2)))
-    };
-    best.map(|c| c.3).unwrap_or_else(|| have.to_vec())
+    best
 }
 
 /// `window` with each set's items cut to its [`balanced_counts`] (a set's first items kept:
@@ -637,6 +655,53 @@ mod tests {
             assert!(x.iter().zip(&have).all(|(k, h)| k <= h && *k >= 1), "{x:?}");
             assert_eq!(lo, hi, "{have:?} -> {x:?}");
         }
+    }
+
+    #[test]
+    fn balanced_counts_lists_the_most_a_brute_force_finds_within_the_tolerance() {
+        // Every count vector up to `have` (each listed node keeping one at least), judged
+        // directly: none within the tolerance lists more than balanced_counts does.
+        let within = |x: &[usize], w: &[u32]| {
+            let w_sum: u64 = (0..x.len()).map(|i| u64::from(w[i])).sum();
+            let x_sum = x.iter().sum::<usize>() as u64;
+            (0..x.len()).all(|i| {
+                let (got, want) = (x[i] as u64 * w_sum, u64::from(w[i]) * x_sum);
+                got.abs_diff(want) * SHARE_TOLERANCE.1 <= want * SHARE_TOLERANCE.0
+            })
+        };
+        let mut checked = 0;
+        for have in (0..6 * 6 * 6).map(|n| [n / 36 + 1, n / 6 % 6 + 1, n % 6]) {
+            for w in (0..27).map(|n| [n / 9 + 1, n / 3 % 3 + 1, n % 3 + 1]) {
+                let x = balanced_counts(&have, &w);
+                assert!(x
+                    .iter()
+                    .zip(&have)
+                    .all(|(k, h)| k <= h && (*k >= 1) == (*h >= 1)));
+                let listed: Vec<usize> = (0..3).filter(|&i| have[i] > 0).collect();
+                let sub = |v: &[usize]| listed.iter().map(|&i| v[i]).collect::<Vec<_>>();
+                let ws: Vec<u32> = listed.iter().map(|&i| w[i]).collect();
+                let mut best = None;
+                for a in 1..=have[0] {
+                    for b in 1..=have[1] {
+                        for c in (have[2].min(1))..=have[2] {
+                            let y = [a, b, c];
+                            if within(&sub(&y), &ws) {
+                                best = best.max(Some(a + b + c));
+                            }
+                        }
+                    }
+                }
+                match best {
+                    Some(most) => {
+                        assert!(within(&sub(&x), &ws), "{have:?} {w:?} -> {x:?}");
+                        assert_eq!(x.iter().sum::<usize>(), most, "{have:?} {w:?} -> {x:?}");
+                    }
+                    None => assert!(!within(&sub(&x), &ws)),
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 216 * 27);
     }
 
     #[test]
