@@ -25,18 +25,12 @@ fn rendezvous(n: &ClusterNode) -> u64 {
         .unwrap_or(0)
 }
 
-/// Polls `check` every second until it returns Some, or None after `limit`.
-fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return Some(v);
-        }
-        if t0.elapsed() >= limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+/// The status of the node that is publisher now.
+fn publisher_status(nodes: &[ClusterNode]) -> Option<serde_json::Value> {
+    nodes.iter().find_map(|n| {
+        let s = n.node.status()?;
+        (s["role"] == "publisher").then_some(s)
+    })
 }
 
 fn main() {
@@ -79,17 +73,14 @@ fn main() {
     // A node still establishing intro points lists fewer, and one descriptor for every HSDir
     // then lists as few of every node's (the shares are kept even): wait for all of them, and
     // for the served descriptors to agree with the publisher's choice.
-    let _ = poll(Duration::from_secs(180), || {
+    let _ = poll_for(Duration::from_secs(180), || {
         nodes
             .iter()
             .all(|n| own_auth_keys(n).len() >= intro_points)
             .then_some(())
     });
-    let settled = poll(Duration::from_secs(120), || {
-        let listed: u64 = nodes.iter().find_map(|n| {
-            let s = n.node.status()?;
-            (s["role"] == "publisher").then_some(s)
-        })?["merged"]
+    let settled = poll_for(Duration::from_secs(120), || {
+        let listed: u64 = publisher_status(&nodes)?["merged"]
             .as_array()?
             .iter()
             .filter_map(|m| m["listed"].as_u64())
@@ -105,13 +96,7 @@ fn main() {
     if settled.is_none() {
         eprintln!("the served descriptors did not settle on the publisher's choice in 120 s");
     }
-    let publisher = nodes
-        .iter()
-        .find_map(|n| {
-            let s = n.node.status()?;
-            (s["role"] == "publisher").then_some(s)
-        })
-        .expect("a publisher");
+    let publisher = publisher_status(&nodes).expect("a publisher");
     let listed: BTreeMap<String, u64> = publisher["merged"]
         .as_array()
         .into_iter()

@@ -467,13 +467,20 @@ pub fn new_token(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// Polls `check` every 200 ms until it returns Some, or panics after `limit` with `what`.
-pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(limit: Duration, what: &str, check: impl FnMut() -> Option<T>) -> T {
+    poll_for(limit, check).unwrap_or_else(|| panic!("timed out after {limit:?}: {what}"))
+}
+
+/// Polls `check` every 200 ms until it returns Some, or None after `limit`.
+pub fn poll_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let t0 = Instant::now();
     loop {
         if let Some(v) = check() {
-            return v;
+            return Some(v);
         }
-        assert!(t0.elapsed() < limit, "timed out after {limit:?}: {what}");
+        if t0.elapsed() >= limit {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
