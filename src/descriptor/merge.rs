@@ -348,6 +348,7 @@ pub fn balanced_counts(have: &[usize], weights: &[u32]) -> Vec<usize> {
             .fold(0f64, f64::max)
     };
     let mut best = have.to_vec();
+    let mut best_worst = worst(&best);
     for &i in &listed {
         for k in 1..=have[i] as u64 {
             // t = k / weight(i): node j gets floor(k * weight(j) / weight(i)).
@@ -357,11 +358,13 @@ pub fn balanced_counts(have: &[usize], weights: &[u32]) -> Vec<usize> {
                     h => ((k * weight(j) / weight(i)).max(1) as usize).min(h),
                 })
                 .collect();
-            let better = worst(&x)
-                .total_cmp(&worst(&best))
+            let x_worst = worst(&x);
+            let better = x_worst
+                .total_cmp(&best_worst)
                 .then_with(|| best.iter().sum::<usize>().cmp(&x.iter().sum::<usize>()));
             if better.is_lt() {
                 best = x;
+                best_worst = x_worst;
             }
         }
     }
